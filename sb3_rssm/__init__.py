@@ -1,0 +1,4 @@
+"""sb3_rssm: world-model agents (PlaNet, Dreamer) for Stable-Baselines3."""
+from sb3_rssm.version import __version__
+
+__all__ = ["__version__"]

@@ -1,0 +1,174 @@
+"""
+Neural network pieces of the world model: observation encoders and decoders built from
+observation spaces (images, vectors, and Dicts of both), and dense heads.
+
+Images are uint8, channel-first (C, 64, 64) and scaled to [-0.5, 0.5] before the encoder; the
+decoder predicts them in the same scaled units.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from torch import nn
+from torch.distributions import Independent, Normal
+
+from sb3_rssm.common.spaces import IMAGE_SIZE, split_observation_space
+
+ObsTensor = Union[th.Tensor, dict[str, th.Tensor]]
+
+
+def mlp(input_size: int, output_size: int, units: int, layers: int, activation_fn: type[nn.Module]) -> nn.Sequential:
+    """``layers`` hidden dense layers of ``units`` with ``activation_fn``, then a linear output."""
+    modules: list[nn.Module] = []
+    size = input_size
+    for _ in range(layers):
+        modules += [nn.Linear(size, units), activation_fn()]
+        size = units
+    modules.append(nn.Linear(size, output_size))
+    return nn.Sequential(*modules)
+
+
+def as_dict(observations: ObsTensor) -> dict[str, th.Tensor]:
+    return observations if isinstance(observations, dict) else {"observation": observations}
+
+
+def preprocess_image(image: th.Tensor) -> th.Tensor:
+    """uint8 [0, 255] to float [-0.5, 0.5]."""
+    return image.float() / 255.0 - 0.5
+
+
+class ConvEncoder(nn.Module):
+    """
+    Dreamer conv encoder: 4 convolutions, kernel 4, stride 2, channels depth * (1, 2, 4, 8).
+    A (C, 64, 64) image becomes a vector of 32 * depth (1024 at depth 32).
+    """
+
+    def __init__(self, in_channels: int, depth: int = 32, activation_fn: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for mult in (1, 2, 4, 8):
+            layers += [nn.Conv2d(channels, depth * mult, kernel_size=4, stride=2), activation_fn()]
+            channels = depth * mult
+        self.net = nn.Sequential(*layers)
+        self.output_size = depth * 8 * 2 * 2
+
+    def forward(self, image: th.Tensor) -> th.Tensor:
+        lead = image.shape[:-3]
+        x = self.net(image.reshape(-1, *image.shape[-3:]))
+        return x.reshape(*lead, self.output_size)
+
+
+class ConvDecoder(nn.Module):
+    """
+    Dreamer conv decoder: dense to 32 * depth at 1x1, then transposed convolutions with kernels
+    5, 5, 6, 6 and stride 2 back to (C, 64, 64). Outputs the mean of a unit-variance Gaussian.
+    """
+
+    def __init__(self, feature_size: int, out_channels: int, depth: int = 32, activation_fn: type[nn.Module] = nn.ReLU):
+        super().__init__()
+        self.out_channels = out_channels
+        self.dense = nn.Linear(feature_size, 32 * depth)
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(32 * depth, 4 * depth, kernel_size=5, stride=2),
+            activation_fn(),
+            nn.ConvTranspose2d(4 * depth, 2 * depth, kernel_size=5, stride=2),
+            activation_fn(),
+            nn.ConvTranspose2d(2 * depth, depth, kernel_size=6, stride=2),
+            activation_fn(),
+            nn.ConvTranspose2d(depth, out_channels, kernel_size=6, stride=2),
+        )
+
+    def forward(self, features: th.Tensor) -> th.Tensor:
+        lead = features.shape[:-1]
+        x = self.dense(features.reshape(-1, features.shape[-1]))
+        x = self.net(x.reshape(x.shape[0], -1, 1, 1))
+        return x.reshape(*lead, self.out_channels, IMAGE_SIZE, IMAGE_SIZE)
+
+
+class ObservationEncoder(nn.Module):
+    """
+    Embeds observations of any supported space: one :class:`ConvEncoder` per image entry, one MLP over
+    the concatenation of all vector entries; the embeddings are concatenated.
+
+    :param observation_space: Box (image or vector) or flat Dict of Boxes
+    :param cnn_depth: conv encoder depth
+    :param mlp_units: width of the vector MLP
+    :param mlp_layers: hidden layers of the vector MLP
+    :param activation_fn: MLP activation
+    :param cnn_activation_fn: conv activation
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        cnn_depth: int = 32,
+        mlp_units: int = 400,
+        mlp_layers: int = 2,
+        activation_fn: type[nn.Module] = nn.ELU,
+        cnn_activation_fn: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        images, vectors = split_observation_space(observation_space)
+        self.image_keys = list(images)
+        self.vector_shapes = {key: tuple(space.shape) for key, space in vectors.items()}
+        self.cnns = nn.ModuleDict(
+            {key: ConvEncoder(space.shape[0], cnn_depth, cnn_activation_fn) for key, space in images.items()}
+        )
+        self.vector_size = sum(int(np.prod(space.shape)) for space in vectors.values())
+        self.mlp = mlp(self.vector_size, mlp_units, mlp_units, mlp_layers - 1, activation_fn) if vectors else None
+        self.mlp_activation = activation_fn() if vectors else None
+        self.output_size = sum(cnn.output_size for cnn in self.cnns.values()) + (mlp_units if vectors else 0)
+
+    def forward(self, observations: ObsTensor) -> th.Tensor:
+        obs = as_dict(observations)
+        parts = [self.cnns[key](preprocess_image(obs[key])) for key in self.image_keys]
+        if self.mlp is not None:
+            flat = [obs[key].float().flatten(obs[key].ndim - len(shape)) for key, shape in self.vector_shapes.items()]
+            parts.append(self.mlp_activation(self.mlp(th.cat(flat, dim=-1))))
+        return th.cat(parts, dim=-1)
+
+
+class ObservationDecoder(nn.Module):
+    """
+    Mirror of :class:`ObservationEncoder`: a :class:`ConvDecoder` per image entry and an MLP head per
+    vector entry, each the mean of a unit-variance Gaussian over that entry.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        feature_size: int,
+        cnn_depth: int = 32,
+        mlp_units: int = 400,
+        mlp_layers: int = 2,
+        activation_fn: type[nn.Module] = nn.ELU,
+        cnn_activation_fn: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        images, vectors = split_observation_space(observation_space)
+        self.shapes = {key: tuple(space.shape) for key, space in {**images, **vectors}.items()}
+        self.image_keys = list(images)
+        self.heads = nn.ModuleDict()
+        for key, space in images.items():
+            self.heads[key] = ConvDecoder(feature_size, space.shape[0], cnn_depth, cnn_activation_fn)
+        for key, space in vectors.items():
+            self.heads[key] = mlp(feature_size, int(np.prod(space.shape)), mlp_units, mlp_layers, activation_fn)
+
+    def forward(self, features: th.Tensor) -> dict[str, th.Tensor]:
+        """Predicted means per key, shaped like the (preprocessed) observations."""
+        lead = features.shape[:-1]
+        return {key: head(features).reshape(*lead, *self.shapes[key]) for key, head in self.heads.items()}
+
+    def log_likelihood(self, features: th.Tensor, observations: ObsTensor) -> dict[str, th.Tensor]:
+        """Per key, log-likelihood of the observations summed over the entry's dimensions, (batch, time)."""
+        obs = as_dict(observations)
+        out = {}
+        for key, mean in self.forward(features).items():
+            target = preprocess_image(obs[key]) if key in self.image_keys else obs[key].float().reshape(mean.shape)
+            out[key] = Independent(Normal(mean, 1.0), len(self.shapes[key])).log_prob(target)
+        return out

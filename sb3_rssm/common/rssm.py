@@ -1,0 +1,255 @@
+"""
+The Gaussian Recurrent State-Space Model (RSSM) of PlaNet and Dreamer v1, and its KL losses.
+
+The latent state at step t has a deterministic part ``h_t`` (a GRU) and a stochastic part ``s_t``:
+
+* deterministic path: ``h_t = GRU(h_{t-1}, dense([s_{t-1}, a_{t-1}]))``
+* prior (imagination, no observation): ``p(s_t | h_t)``
+* posterior (filtering, with an observation): ``q(s_t | h_t, e_t)`` where ``e_t`` embeds ``o_t``
+
+Alignment convention, used everywhere in this package: step t of a sequence holds the
+observation ``o_t`` together with the action ``a_{t-1}`` that *led to it* (zeros at the first
+step of an episode). :meth:`RSSM.observe` therefore consumes ``(a_{t-1}, o_t)`` pairs. Where
+``is_first[t]`` is true, the previous latent state and the previous action are reset to their
+initial values *before* step t, so nothing flows across an episode boundary.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional, Union
+
+import torch as th
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Independent, Normal, kl_divergence
+
+KL_STRATEGIES = ("regular", "free_bits", "balanced")
+
+
+class RSSMState(NamedTuple):
+    """
+    Latent state of the Gaussian RSSM. All fields share the leading batch dimensions.
+
+    :param deterministic: GRU state ``h`` (..., deterministic_size)
+    :param stochastic: sample ``s`` (..., stochastic_size)
+    :param mean: mean of the distribution ``s`` was drawn from
+    :param std: standard deviation of that distribution
+    """
+
+    deterministic: th.Tensor
+    stochastic: th.Tensor
+    mean: th.Tensor
+    std: th.Tensor
+
+    @property
+    def features(self) -> th.Tensor:
+        """Model state fed to every head: ``concat(s, h)``."""
+        return th.cat([self.stochastic, self.deterministic], dim=-1)
+
+    def distribution(self) -> Independent:
+        """Diagonal Gaussian over the stochastic part, event dimension = latent dims."""
+        return Independent(Normal(self.mean, self.std), 1)
+
+    def detach(self) -> RSSMState:
+        return RSSMState(*(x.detach() for x in self))
+
+    def flatten(self) -> RSSMState:
+        """Merge all leading dimensions into one batch dimension."""
+        return RSSMState(*(x.reshape(-1, x.shape[-1]) for x in self))
+
+    @staticmethod
+    def stack(states: list[RSSMState], dim: int = 1) -> RSSMState:
+        return RSSMState(*(th.stack(fields, dim=dim) for fields in zip(*states)))
+
+    def where(self, mask: th.Tensor, other: RSSMState) -> RSSMState:
+        """Per batch element: ``other`` where ``mask`` is true, else ``self``. ``mask`` has shape (batch,)."""
+        mask = mask.reshape(-1, 1).bool()
+        return RSSMState(*(th.where(mask, b, a) for a, b in zip(self, other)))
+
+
+class RSSM(nn.Module):
+    """
+    Gaussian RSSM (Hafner et al., 2019, "Learning Latent Dynamics for Planning from Pixels").
+
+    :param embed_size: size of the observation embedding fed to the posterior
+    :param action_size: size of the (one-hot or continuous) action vector
+    :param stochastic_size: dimensions of the stochastic state ``s``
+    :param deterministic_size: size of the GRU state ``h``
+    :param hidden_size: width of the dense layers around the GRU
+    :param min_std: lower bound added to the softplus standard deviation
+    :param activation_fn: activation of the dense layers (ELU in Dreamer, ReLU in PlaNet)
+    """
+
+    def __init__(
+        self,
+        embed_size: int,
+        action_size: int,
+        stochastic_size: int = 30,
+        deterministic_size: int = 200,
+        hidden_size: int = 200,
+        min_std: float = 0.1,
+        activation_fn: type[nn.Module] = nn.ELU,
+    ) -> None:
+        super().__init__()
+        self.embed_size = embed_size
+        self.action_size = action_size
+        self.stochastic_size = stochastic_size
+        self.deterministic_size = deterministic_size
+        self.hidden_size = hidden_size
+        self.min_std = min_std
+        self.prior_input = nn.Sequential(nn.Linear(stochastic_size + action_size, hidden_size), activation_fn())
+        self.gru = nn.GRUCell(hidden_size, deterministic_size)
+        self.prior_head = nn.Sequential(
+            nn.Linear(deterministic_size, hidden_size), activation_fn(), nn.Linear(hidden_size, 2 * stochastic_size)
+        )
+        self.posterior_head = nn.Sequential(
+            nn.Linear(deterministic_size + embed_size, hidden_size),
+            activation_fn(),
+            nn.Linear(hidden_size, 2 * stochastic_size),
+        )
+
+    @property
+    def feature_size(self) -> int:
+        return self.stochastic_size + self.deterministic_size
+
+    def initial(self, batch_size: int) -> RSSMState:
+        """Initial latent state (zeros; unit std so its distribution is well defined)."""
+        param = self.gru.weight_hh
+        zeros = param.new_zeros
+        return RSSMState(
+            zeros(batch_size, self.deterministic_size),
+            zeros(batch_size, self.stochastic_size),
+            zeros(batch_size, self.stochastic_size),
+            param.new_ones(batch_size, self.stochastic_size),
+        )
+
+    def _gaussian(self, raw: th.Tensor, deterministic: th.Tensor, sample: bool) -> RSSMState:
+        mean, std = raw.chunk(2, dim=-1)
+        std = F.softplus(std) + self.min_std
+        stochastic = mean + std * th.randn_like(std) if sample else mean
+        return RSSMState(deterministic, stochastic, mean, std)
+
+    def imagine_step(self, state: RSSMState, action: th.Tensor, sample: bool = True) -> RSSMState:
+        """
+        One prior transition: advance the GRU with ``(s_{t-1}, a_{t-1})`` and draw ``s_t ~ p(s_t | h_t)``.
+
+        :param state: latent state at t-1
+        :param action: action a_{t-1} (batch, action_size)
+        :param sample: draw a reparameterized sample; otherwise use the mean
+        :return: prior state at t
+        """
+        x = self.prior_input(th.cat([state.stochastic, action], dim=-1))
+        deterministic = self.gru(x, state.deterministic)
+        return self._gaussian(self.prior_head(deterministic), deterministic, sample)
+
+    def observe_step(
+        self,
+        state: RSSMState,
+        action: th.Tensor,
+        embed: th.Tensor,
+        is_first: Optional[th.Tensor] = None,
+        sample: bool = True,
+    ) -> tuple[RSSMState, RSSMState]:
+        """
+        One filtering step: the prior transition, then ``s_t ~ q(s_t | h_t, e_t)``.
+
+        :param state: latent state at t-1
+        :param action: action a_{t-1} that led to o_t
+        :param embed: embedding e_t of o_t
+        :param is_first: (batch,) flags; where true, ``state`` and ``action`` are reset first
+        :param sample: draw a reparameterized sample; otherwise use the mean
+        :return: (posterior, prior) at t
+        """
+        if is_first is not None:
+            state = state.where(is_first, self.initial(action.shape[0]))
+            action = action * (1.0 - is_first.to(action.dtype).reshape(-1, 1))
+        prior = self.imagine_step(state, action, sample)
+        raw = self.posterior_head(th.cat([prior.deterministic, embed], dim=-1))
+        return self._gaussian(raw, prior.deterministic, sample), prior
+
+    def observe(
+        self,
+        embeds: th.Tensor,
+        actions: th.Tensor,
+        is_first: th.Tensor,
+        state: Optional[RSSMState] = None,
+    ) -> tuple[RSSMState, RSSMState]:
+        """
+        Filter a (batch, time) sequence.
+
+        :param embeds: (batch, time, embed_size) embeddings of o_t
+        :param actions: (batch, time, action_size) where ``actions[:, t]`` is a_{t-1}
+        :param is_first: (batch, time) episode-start flags
+        :param state: state before the first step (``initial`` when None)
+        :return: (posteriors, priors), each with fields of shape (batch, time, ...)
+        """
+        if state is None:
+            state = self.initial(embeds.shape[0])
+        posteriors, priors = [], []
+        for t in range(embeds.shape[1]):
+            state, prior = self.observe_step(state, actions[:, t], embeds[:, t], is_first[:, t])
+            posteriors.append(state)
+            priors.append(prior)
+        return RSSMState.stack(posteriors), RSSMState.stack(priors)
+
+    def imagine(
+        self,
+        start: RSSMState,
+        policy_or_actions: Union[Callable[[RSSMState], th.Tensor], th.Tensor],
+        horizon: Optional[int] = None,
+    ) -> tuple[RSSMState, th.Tensor]:
+        """
+        Roll the prior forward from ``start``.
+
+        :param start: (batch, ...) start states
+        :param policy_or_actions: a callable mapping a state to the action taken in it, or a
+            (batch, horizon, action_size) tensor of actions (the t-th taken in the t-th state)
+        :param horizon: number of imagined steps (defaults to the action tensor's length)
+        :return: (states, actions): the imagined states after each action, fields (batch, horizon, ...),
+            and the actions taken (batch, horizon, action_size)
+        """
+        if horizon is None:
+            if callable(policy_or_actions):
+                raise ValueError("imagine() needs a horizon when given a policy")
+            horizon = policy_or_actions.shape[1]
+        state = start
+        states, actions = [], []
+        for t in range(horizon):
+            action = policy_or_actions(state) if callable(policy_or_actions) else policy_or_actions[:, t]
+            state = self.imagine_step(state, action)
+            states.append(state)
+            actions.append(action)
+        return RSSMState.stack(states), th.stack(actions, dim=1)
+
+
+def kl_loss(
+    posterior: RSSMState,
+    prior: RSSMState,
+    strategy: str = "regular",
+    free_bits: float = 1.0,
+    balance_alpha: float = 0.8,
+) -> tuple[th.Tensor, th.Tensor]:
+    """
+    KL term of the world-model loss, ``KL(q || p)`` summed over latent dimensions.
+
+    * ``regular``: mean over batch and time of KL(q || p), gradient into both sides.
+    * ``free_bits``: ``max(mean KL, free_bits)``; the threshold applies to the batch mean, as in
+      PlaNet and Dreamer v1, so below it the loss is constant and carries no gradient.
+    * ``balanced`` (Dreamer v2): ``alpha * KL(sg(q) || p) + (1 - alpha) * KL(q || sg(p))``: the
+      prior is trained towards the posterior with weight alpha, the posterior regularized
+      towards the prior with weight 1 - alpha.
+
+    :return: (loss after the strategy, mean raw KL for logging)
+    """
+    if strategy not in KL_STRATEGIES:
+        raise ValueError(f"Unknown kl_strategy {strategy!r}: choose one of {KL_STRATEGIES}")
+    q, p = posterior.distribution(), prior.distribution()
+    if strategy == "balanced":
+        kl_prior = kl_divergence(posterior.detach().distribution(), p).mean()
+        kl_posterior = kl_divergence(q, prior.detach().distribution()).mean()
+        loss = balance_alpha * kl_prior + (1.0 - balance_alpha) * kl_posterior
+        return loss, kl_prior.detach()
+    kl = kl_divergence(q, p).mean()
+    if strategy == "free_bits":
+        return th.clamp(kl, min=free_bits), kl.detach()
+    return kl, kl.detach()

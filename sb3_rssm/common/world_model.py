@@ -1,0 +1,142 @@
+"""
+The world model shared by PlaNet and Dreamer: observation encoder, RSSM, observation decoder,
+reward head and an optional continuation head, with its training loss.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch as th
+from gymnasium import spaces
+from torch import nn
+from torch.distributions import Bernoulli, Normal
+
+from sb3_rssm.common.networks import ObservationDecoder, ObservationEncoder, mlp
+from sb3_rssm.common.rssm import KL_STRATEGIES, RSSM, RSSMState, kl_loss
+from sb3_rssm.common.spaces import action_size
+from sb3_rssm.common.type_aliases import SequenceSamples
+
+
+class WorldModel(nn.Module):
+    """
+    Every module is built here, from the spaces, so that optimizers and ``save``/``load`` see all of them.
+
+    :param observation_space: Box (image or vector) or flat Dict of Boxes
+    :param action_space: Box or Discrete
+    :param stochastic_size: RSSM stochastic state size
+    :param deterministic_size: RSSM GRU size
+    :param hidden_size: RSSM dense layer width
+    :param min_std: RSSM minimum standard deviation
+    :param cnn_depth: conv encoder/decoder depth
+    :param mlp_units: width of the vector encoder/decoder MLPs
+    :param mlp_layers: hidden layers of the vector encoder/decoder MLPs
+    :param reward_units: width of the reward (and continuation) head
+    :param reward_layers: hidden layers of the reward (and continuation) head
+    :param use_continuation: learn p(continue | state) from ``terminated`` (never from time-limit truncation)
+    :param kl_strategy: ``regular``, ``free_bits`` or ``balanced`` (see :func:`sb3_rssm.common.rssm.kl_loss`)
+    :param free_bits: free nats for ``free_bits``
+    :param kl_balance_alpha: alpha for ``balanced``
+    :param kl_scale: weight of the KL term
+    :param reward_scale: weight of the reward log-likelihood
+    :param continuation_scale: weight of the continuation log-likelihood
+    :param activation_fn: activation of the dense layers
+    :param cnn_activation_fn: activation of the conv layers
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        stochastic_size: int = 30,
+        deterministic_size: int = 200,
+        hidden_size: int = 200,
+        min_std: float = 0.1,
+        cnn_depth: int = 32,
+        mlp_units: int = 400,
+        mlp_layers: int = 2,
+        reward_units: int = 400,
+        reward_layers: int = 2,
+        use_continuation: bool = False,
+        kl_strategy: str = "free_bits",
+        free_bits: float = 3.0,
+        kl_balance_alpha: float = 0.8,
+        kl_scale: float = 1.0,
+        reward_scale: float = 1.0,
+        continuation_scale: float = 1.0,
+        activation_fn: type[nn.Module] = nn.ELU,
+        cnn_activation_fn: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        if kl_strategy not in KL_STRATEGIES:
+            raise ValueError(f"Unknown kl_strategy {kl_strategy!r}: choose one of {KL_STRATEGIES}")
+        self.kl_strategy = kl_strategy
+        self.free_bits = free_bits
+        self.kl_balance_alpha = kl_balance_alpha
+        self.kl_scale = kl_scale
+        self.reward_scale = reward_scale
+        self.continuation_scale = continuation_scale
+        self.encoder = ObservationEncoder(
+            observation_space, cnn_depth, mlp_units, mlp_layers, activation_fn, cnn_activation_fn
+        )
+        self.rssm = RSSM(
+            self.encoder.output_size,
+            action_size(action_space),
+            stochastic_size,
+            deterministic_size,
+            hidden_size,
+            min_std,
+            activation_fn,
+        )
+        feature_size = self.rssm.feature_size
+        self.decoder = ObservationDecoder(
+            observation_space, feature_size, cnn_depth, mlp_units, mlp_layers, activation_fn, cnn_activation_fn
+        )
+        self.reward_head = mlp(feature_size, 1, reward_units, reward_layers, activation_fn)
+        self.continuation_head: Optional[nn.Module] = (
+            mlp(feature_size, 1, reward_units, reward_layers, activation_fn) if use_continuation else None
+        )
+
+    def reward(self, features: th.Tensor) -> th.Tensor:
+        """Mean predicted reward, shape of ``features`` without the last dimension."""
+        return self.reward_head(features).squeeze(-1)
+
+    def continuation(self, features: th.Tensor) -> Optional[th.Tensor]:
+        """Probability that the episode goes on from these states, or None without a continuation head."""
+        if self.continuation_head is None:
+            return None
+        return th.sigmoid(self.continuation_head(features).squeeze(-1))
+
+    def loss(self, batch: SequenceSamples) -> tuple[th.Tensor, dict[str, th.Tensor], RSSMState]:
+        """
+        Negative ELBO of a (batch, time) chunk:
+        ``kl_scale * KL - sum_k log p(o^k | state) - reward_scale * log p(r | state) [- log p(continue | state)]``.
+
+        :return: (loss, detached metrics, posterior states (batch, time, ...) for imagination)
+        """
+        embeds = self.encoder(batch.observations)
+        posterior, prior = self.rssm.observe(embeds, batch.actions, batch.is_first)
+        features = posterior.features
+        metrics: dict[str, th.Tensor] = {}
+        loss = th.zeros((), device=features.device)
+        for key, log_lik in self.decoder.log_likelihood(features, batch.observations).items():
+            log_lik = log_lik.mean()
+            metrics[f"reconstruction_log_lik/{key}"] = log_lik.detach()
+            loss = loss - log_lik
+        reward_log_lik = Normal(self.reward(features), 1.0).log_prob(batch.rewards.float()).mean()
+        kl, kl_raw = kl_loss(posterior, prior, self.kl_strategy, self.free_bits, self.kl_balance_alpha)
+        loss = loss - self.reward_scale * reward_log_lik + self.kl_scale * kl
+        if self.continuation_head is not None:
+            logits = self.continuation_head(features).squeeze(-1)
+            continuation_log_lik = Bernoulli(logits=logits).log_prob(1.0 - batch.terminated.float()).mean()
+            loss = loss - self.continuation_scale * continuation_log_lik
+            metrics["continuation_log_lik"] = continuation_log_lik.detach()
+        metrics.update(
+            reward_log_lik=reward_log_lik.detach(),
+            kl=kl_raw,
+            kl_loss=kl.detach(),
+            posterior_entropy=posterior.distribution().entropy().mean().detach(),
+            prior_entropy=prior.distribution().entropy().mean().detach(),
+            model_loss=loss.detach(),
+        )
+        return loss, metrics, posterior

@@ -1,0 +1,150 @@
+"""World model: encoders and decoders per space, the loss, and that it can fit data."""
+
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+
+from sb3_rssm.common.networks import ConvDecoder, ConvEncoder
+from sb3_rssm.common.type_aliases import SequenceSamples
+from sb3_rssm.common.world_model import WorldModel
+
+TINY = dict(stochastic_size=4, deterministic_size=16, hidden_size=16, cnn_depth=4, mlp_units=16, reward_units=16)
+IMAGE = spaces.Box(0, 255, (3, 64, 64), np.uint8)
+VECTOR = spaces.Box(-np.inf, np.inf, (5,), np.float32)
+ACTION = spaces.Box(-1, 1, (2,), np.float32)
+
+
+def sample_obs(space: spaces.Space, b: int, t: int, seed: int = 0):
+    space.seed(seed)
+    if isinstance(space, spaces.Dict):
+        return {k: sample_obs(s, b, t, seed) for k, s in space.spaces.items()}
+    if space.dtype == np.uint8:
+        return th.as_tensor(np.stack([space.sample() for _ in range(b * t)]).reshape(b, t, *space.shape))
+    return th.randn(b, t, *space.shape)
+
+
+def make_batch(space, b=2, t=5, action_size=2, seed=0):
+    g = th.Generator().manual_seed(seed)
+    is_first = th.zeros(b, t)
+    is_first[:, 0] = 1
+    return SequenceSamples(
+        sample_obs(space, b, t, seed), th.rand(b, t, action_size, generator=g) * 2 - 1, th.randn(b, t, generator=g),
+        is_first, th.zeros(b, t), th.zeros(b, t),
+    )
+
+
+def test_conv_encoder_decoder_paper_shapes():
+    encoder = ConvEncoder(3, depth=32)
+    assert encoder.output_size == 1024
+    assert encoder(th.zeros(2, 7, 3, 64, 64)).shape == (2, 7, 1024)
+    decoder = ConvDecoder(230, 3, depth=32)
+    assert decoder(th.zeros(2, 7, 230)).shape == (2, 7, 3, 64, 64)
+
+
+@pytest.mark.parametrize(
+    "space",
+    [VECTOR, IMAGE, spaces.Dict({"pixels": IMAGE, "state": VECTOR, "other": spaces.Box(-1, 1, (2, 3), np.float32)})],
+    ids=["vector", "image", "dict"],
+)
+def test_loss_shapes_and_metrics(space):
+    th.manual_seed(0)
+    wm = WorldModel(space, ACTION, use_continuation=True, **TINY)
+    batch = make_batch(space)
+    loss, metrics, posterior = wm.loss(batch)
+    assert loss.shape == () and th.isfinite(loss)
+    assert posterior.features.shape == (2, 5, 20)
+    keys = list(space.spaces) if isinstance(space, spaces.Dict) else ["observation"]
+    for key in keys:
+        assert f"reconstruction_log_lik/{key}" in metrics
+    for key in ("reward_log_lik", "kl", "kl_loss", "posterior_entropy", "prior_entropy", "continuation_log_lik"):
+        assert th.isfinite(metrics[key])
+    decoded = wm.decoder(posterior.features)
+    for key in keys:
+        assert decoded[key].shape == (2, 5, *(space[key].shape if isinstance(space, spaces.Dict) else space.shape))
+    loss.backward()
+    missing = [name for name, p in wm.named_parameters() if p.grad is None]
+    assert not missing, f"parameters without gradient: {missing}"
+
+
+def test_discrete_actions_are_one_hot_inputs():
+    wm = WorldModel(VECTOR, spaces.Discrete(3), **TINY)
+    assert wm.rssm.action_size == 3
+    loss, _, _ = wm.loss(make_batch(VECTOR, action_size=3))
+    assert th.isfinite(loss)
+
+
+def test_continuation_trained_on_terminated_only():
+    th.manual_seed(0)
+    wm = WorldModel(VECTOR, ACTION, use_continuation=True, **TINY)
+    batch = make_batch(VECTOR)
+
+    def continuation_log_lik(b):
+        th.manual_seed(1)
+        return wm.loss(b)[1]["continuation_log_lik"]
+
+    base = continuation_log_lik(batch)
+    th.testing.assert_close(continuation_log_lik(batch._replace(truncated=th.ones_like(batch.truncated))), base)
+    assert not th.allclose(continuation_log_lik(batch._replace(terminated=th.ones_like(batch.terminated))), base)
+
+
+@pytest.mark.parametrize(
+    "space, match",
+    [
+        (spaces.Box(0, 255, (3, 32, 32), np.uint8), "32x32.*ResizeObservation"),
+        (spaces.Box(0, 255, (64, 64, 3), np.uint8), "channel-last"),
+        (spaces.Box(-1, 1, (64, 64, 3), np.float32), "not a uint8 image"),
+        (spaces.Discrete(4), "Unsupported observation"),
+        (spaces.MultiBinary(4), "Unsupported observation"),
+        (spaces.Tuple([VECTOR]), "Unsupported observation"),
+        (spaces.Dict({"a": spaces.Dict({"b": VECTOR})}), "Nested"),
+    ],
+)
+def test_unsupported_observation_spaces(space, match):
+    with pytest.raises(ValueError, match=match):
+        WorldModel(space, ACTION, **TINY)
+
+
+@pytest.mark.parametrize(
+    "space, match",
+    [
+        (spaces.MultiDiscrete([2, 3]), "Unsupported action"),
+        (spaces.MultiBinary(3), "Unsupported action"),
+        (spaces.Box(-np.inf, np.inf, (2,), np.float32), "infinite bounds"),
+        (spaces.Box(-1, 1, (2, 2), np.float32), "flatten"),
+    ],
+)
+def test_unsupported_action_spaces(space, match):
+    with pytest.raises(ValueError, match=match):
+        WorldModel(VECTOR, space, **TINY)
+
+
+def test_unknown_kl_strategy_at_construction():
+    with pytest.raises(ValueError, match="kl_strategy"):
+        WorldModel(VECTOR, ACTION, kl_strategy="nope", **TINY)
+
+
+def test_world_model_overfits_a_fixed_batch():
+    """Prediction error of observations and rewards falls at least 10x within 300 updates."""
+    th.manual_seed(0)
+    wm = WorldModel(VECTOR, ACTION, kl_strategy="free_bits", free_bits=1.0, **{**TINY, "deterministic_size": 64, "mlp_units": 128, "reward_units": 128})
+    batch = make_batch(VECTOR, b=4, t=10)
+    optimizer = th.optim.Adam(wm.parameters(), lr=3e-3)
+
+    def error() -> float:
+        with th.no_grad():
+            th.manual_seed(1)
+            _, _, posterior = wm.loss(batch)
+            features = posterior.features
+            obs_error = (wm.decoder(features)["observation"] - batch.observations).pow(2).mean()
+            reward_error = (wm.reward(features) - batch.rewards).pow(2).mean()
+        return (obs_error + reward_error).item()
+
+    before = error()
+    for _ in range(300):
+        loss, _, _ = wm.loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = error()
+    assert after < before / 10, (before, after)  # measured: 1.8 -> 0.04 (40x)
