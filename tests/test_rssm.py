@@ -91,7 +91,9 @@ def test_is_first_cuts_information_from_before():
     # a state reset at k equals a fresh filter started at k
     th.manual_seed(3)
     rssm.observe(embeds[:, :k], actions[:, :k], is_first[:, :k])  # consume the same noise as the first k steps
-    fresh, _ = rssm.observe(embeds[:, k:], th.cat([th.zeros_like(actions[:, k : k + 1]), actions[:, k + 1 :]], 1), is_first[:, k:])
+    fresh, _ = rssm.observe(
+        embeds[:, k:], th.cat([th.zeros_like(actions[:, k : k + 1]), actions[:, k + 1 :]], 1), is_first[:, k:]
+    )
     th.testing.assert_close(fresh.deterministic, results[0].deterministic[:, k:])
     # without the reset the past leaks through
     outs = []

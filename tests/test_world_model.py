@@ -29,8 +29,12 @@ def make_batch(space, b=2, t=5, action_size=2, seed=0):
     is_first = th.zeros(b, t)
     is_first[:, 0] = 1
     return SequenceSamples(
-        sample_obs(space, b, t, seed), th.rand(b, t, action_size, generator=g) * 2 - 1, th.randn(b, t, generator=g),
-        is_first, th.zeros(b, t), th.zeros(b, t),
+        sample_obs(space, b, t, seed),
+        th.rand(b, t, action_size, generator=g) * 2 - 1,
+        th.randn(b, t, generator=g),
+        is_first,
+        th.zeros(b, t),
+        th.zeros(b, t),
     )
 
 
@@ -127,7 +131,13 @@ def test_unknown_kl_strategy_at_construction():
 def test_world_model_overfits_a_fixed_batch():
     """Prediction error of observations and rewards falls at least 10x within 300 updates."""
     th.manual_seed(0)
-    wm = WorldModel(VECTOR, ACTION, kl_strategy="free_bits", free_bits=1.0, **{**TINY, "deterministic_size": 64, "mlp_units": 128, "reward_units": 128})
+    wm = WorldModel(
+        VECTOR,
+        ACTION,
+        kl_strategy="free_bits",
+        free_bits=1.0,
+        **{**TINY, "deterministic_size": 64, "mlp_units": 128, "reward_units": 128},
+    )
     batch = make_batch(VECTOR, b=4, t=10)
     optimizer = th.optim.Adam(wm.parameters(), lr=3e-3)
 

@@ -1,0 +1,250 @@
+"""
+The sequence replay buffer: SB3 transitions re-indexed into per-env streams of steps, sampled as
+fixed-length (batch, time) chunks with episode-start flags.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
+from stable_baselines3.common.vec_env import VecNormalize
+
+from sb3_rssm.common.spaces import action_size, actions_to_model
+from sb3_rssm.common.type_aliases import SequenceSamples
+
+NumpyObs = Union[np.ndarray, dict[str, np.ndarray]]
+
+
+class SequenceReplayBuffer(ReplayBuffer):
+    """
+    Replay buffer of per-env step streams for world models.
+
+    SB3 hands the buffer transitions ``(obs, next_obs, action, reward, done)``. Each env's stream stores
+    them in the alignment of :mod:`sb3_rssm.common.rssm`, one row per step: the observation o_t, the
+    action a_{t-1} that led to it, the reward r_t received on arriving, and ``is_first`` /
+    ``terminated`` / ``truncated`` flags. Every observation is stored once, in its own dtype (uint8
+    images stay uint8), and there is no ``next_observations`` copy: an episode's first observation gets
+    a row of its own (zero action and reward, ``is_first``), every transition then adds the row of its
+    next observation. Terminal observations come from ``infos[i]["terminal_observation"]`` as SB3 passes
+    them; time-limit truncation (``TimeLimit.truncated``) is kept apart from termination.
+
+    Memory: for a 64x64x3 uint8 image and a 6-dim action, a row takes 12,288 + 24 + 4 + 3 = 12,319 bytes,
+    that is at most 12.5 KB per transition (plus one extra row per episode).
+
+    Capacity: ``buffer_size`` rows in all, split evenly into ``buffer_size // n_envs`` rows per env stream as
+    in SB3's buffer; each stream is a ring that overwrites its oldest rows.
+
+    Sampling draws chunks of ``sequence_length`` consecutive rows of one env stream, uniformly over all
+    valid chunks. A chunk may cross episode boundaries: ``is_first`` tells the model where to reset.
+    Observations and rewards pass through ``VecNormalize`` on sampling, as in SB3's buffer.
+
+    The buffer is saved with pickle (``save_replay_buffer``): load only files you trust.
+
+    :param buffer_size: capacity in rows (all env streams together)
+    :param observation_space: observation space
+    :param action_space: Box or Discrete action space
+    :param device: device of the sampled tensors
+    :param n_envs: number of parallel envs
+    :param optimize_memory_usage: unused (observations are always stored once); kept for SB3's signature
+    :param handle_timeout_termination: kept for SB3's signature; truncation is always kept apart
+    :param sequence_length: default length of sampled chunks
+    """
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: Union[th.device, str] = "auto",
+        n_envs: int = 1,
+        optimize_memory_usage: bool = False,
+        handle_timeout_termination: bool = True,
+        sequence_length: int = 50,
+    ) -> None:
+        BaseBuffer.__init__(self, buffer_size, observation_space, action_space, device, n_envs=n_envs)
+        if sequence_length < 1:
+            raise ValueError(f"sequence_length must be positive, got {sequence_length}")
+        self.buffer_size = max(buffer_size // n_envs, 1)
+        self.sequence_length = sequence_length
+        self.optimize_memory_usage = False
+        self.handle_timeout_termination = handle_timeout_termination
+        self.model_action_size = action_size(action_space)
+        shape = (self.buffer_size, n_envs)
+        if isinstance(observation_space, spaces.Dict):
+            self.observations: NumpyObs = {
+                key: np.zeros(shape + space.shape, dtype=space.dtype) for key, space in observation_space.spaces.items()
+            }
+        else:
+            self.observations = np.zeros(shape + observation_space.shape, dtype=observation_space.dtype)
+        self.actions = np.zeros((*shape, self.model_action_size), dtype=np.float32)
+        self.rewards = np.zeros(shape, dtype=np.float32)
+        self.is_first = np.zeros(shape, dtype=bool)
+        self.terminated = np.zeros(shape, dtype=bool)
+        self.truncated = np.zeros(shape, dtype=bool)
+        self.env_pos = np.zeros(n_envs, dtype=np.int64)
+        self.env_full = np.zeros(n_envs, dtype=bool)
+        # True where the env's next ``obs`` starts an episode and needs a row of its own
+        self.episode_start = np.ones(n_envs, dtype=bool)
+        self.steps_added = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the stored arrays."""
+        obs = self.observations.values() if isinstance(self.observations, dict) else [self.observations]
+        arrays = [*obs, self.actions, self.rewards, self.is_first, self.terminated, self.truncated]
+        return int(sum(a.nbytes for a in arrays))
+
+    def size(self) -> int:
+        """Number of stored rows, all env streams together."""
+        return int(np.where(self.env_full, self.buffer_size, self.env_pos).sum())
+
+    def reset(self) -> None:
+        super().reset()
+        self.env_pos[:] = 0
+        self.env_full[:] = False
+        self.episode_start[:] = True
+
+    def start_episodes(self, mask: np.ndarray) -> None:
+        """Mark envs whose next ``obs`` begins a new episode (e.g. after an external ``env.reset()``)."""
+        self.episode_start |= np.asarray(mask, dtype=bool).reshape(self.n_envs)
+
+    def _check_finite(self, name: str, value: NumpyObs) -> None:
+        arrays = value.items() if isinstance(value, dict) else [("", value)]
+        for key, array in arrays:
+            array = np.asarray(array)
+            if not np.issubdtype(array.dtype, np.floating):
+                continue
+            bad = ~np.isfinite(array.reshape(self.n_envs, -1)).all(axis=1)
+            if bad.any():
+                env = int(np.flatnonzero(bad)[0])
+                where = f"{name}[{key!r}]" if key else name
+                raise ValueError(
+                    f"Non-finite {where} from env {env} at step {self.steps_added} of the replay buffer: nothing of this "
+                    "step was stored. Fix the environment, or find the source with "
+                    "stable_baselines3.common.vec_env.VecCheckNan(env, raise_exception=True)."
+                )
+
+    def _write(self, envs: np.ndarray, obs: NumpyObs, actions: np.ndarray, rewards: np.ndarray, flags: dict) -> None:
+        rows = self.env_pos[envs]
+        if isinstance(self.observations, dict):
+            for key, array in self.observations.items():
+                array[rows, envs] = np.asarray(obs[key])[envs]
+        else:
+            self.observations[rows, envs] = np.asarray(obs).reshape(self.n_envs, *self.observations.shape[2:])[envs]
+        self.actions[rows, envs] = actions[envs]
+        self.rewards[rows, envs] = rewards[envs]
+        for name, values in flags.items():
+            getattr(self, name)[rows, envs] = values[envs]
+        self.env_pos[envs] += 1
+        wrapped = envs[self.env_pos[envs] == self.buffer_size]
+        self.env_full[wrapped] = True
+        self.env_pos[wrapped] = 0
+        self.pos, self.full = int(self.env_pos[0]), bool(self.env_full[0])
+
+    def add(  # type: ignore[override]
+        self,
+        obs: NumpyObs,
+        next_obs: NumpyObs,
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        """
+        Store one vec-env step.
+
+        :param obs: observation the action was taken in (stored only where an episode starts)
+        :param next_obs: observation reached (the terminal observation where ``done``)
+        :param action: action taken, as SB3 stores it (Box: scaled to [-1, 1]; Discrete: index)
+        :param reward: reward received
+        :param done: episode ended (terminated or truncated)
+        :param infos: per-env info dicts (``TimeLimit.truncated`` marks truncation)
+        """
+        reward = np.asarray(reward, dtype=np.float32).reshape(self.n_envs)
+        done = np.asarray(done, dtype=bool).reshape(self.n_envs)
+        self._check_finite("reward", reward)
+        self._check_finite("observation", next_obs)
+        starting = np.flatnonzero(self.episode_start)
+        if len(starting):
+            self._check_finite("observation", obs)
+        truncated = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos]) & done
+        zeros = np.zeros(self.n_envs, dtype=bool)
+        if len(starting):
+            self._write(
+                starting,
+                obs,
+                np.zeros((self.n_envs, self.model_action_size), dtype=np.float32),
+                np.zeros(self.n_envs, dtype=np.float32),
+                dict(is_first=~zeros, terminated=zeros, truncated=zeros),
+            )
+        self._write(
+            np.arange(self.n_envs),
+            next_obs,
+            actions_to_model(action, self.action_space),
+            reward,
+            dict(is_first=zeros, terminated=done & ~truncated, truncated=truncated),
+        )
+        self.episode_start = done.copy()
+        self.steps_added += 1
+
+    def _rows_per_env(self) -> np.ndarray:
+        return np.where(self.env_full, self.buffer_size, self.env_pos)
+
+    def can_sample(self, sequence_length: Optional[int] = None) -> bool:
+        """Whether some env stream holds at least one full chunk."""
+        return bool((self._rows_per_env() >= (sequence_length or self.sequence_length)).any())
+
+    def sample(  # type: ignore[override]
+        self, batch_size: int, env: Optional[VecNormalize] = None, sequence_length: Optional[int] = None
+    ) -> SequenceSamples:
+        """
+        Sample ``batch_size`` chunks of ``sequence_length`` consecutive steps.
+
+        :return: tensors of shape (batch_size, sequence_length, ...) in the model's alignment
+        """
+        length = sequence_length or self.sequence_length
+        starts_per_env = np.maximum(self._rows_per_env() - length + 1, 0)
+        total = starts_per_env.sum()
+        if total == 0:
+            raise ValueError(
+                f"Cannot sample sequences of length {length}: the longest env stream holds {self._rows_per_env().max()} "
+                "steps. Collect more steps first (learning_starts) or use a shorter sequence_length."
+            )
+        flat = np.random.randint(0, total, size=batch_size)
+        envs = np.searchsorted(np.cumsum(starts_per_env), flat, side="right")
+        offsets = flat - (np.cumsum(starts_per_env) - starts_per_env)[envs]
+        # in a full ring the oldest row sits at the write position
+        oldest = np.where(self.env_full[envs], self.env_pos[envs], 0)
+        rows = (oldest + offsets)[:, None] + np.arange(length)[None, :]
+        rows %= self.buffer_size
+        return self._get_samples((rows, envs[:, None]), env=env)
+
+    def _get_samples(  # type: ignore[override]
+        self, batch_inds: tuple[np.ndarray, np.ndarray], env: Optional[VecNormalize] = None
+    ) -> SequenceSamples:
+        rows, envs = batch_inds
+        if isinstance(self.observations, dict):
+            obs: NumpyObs = {key: array[rows, envs] for key, array in self.observations.items()}
+        else:
+            obs = self.observations[rows, envs]
+        obs = self._normalize_obs(obs, env)
+        if isinstance(obs, dict):
+            observations: Any = {key: th.as_tensor(value, device=self.device) for key, value in obs.items()}
+        else:
+            observations = th.as_tensor(obs, device=self.device)
+
+        def tensor(array: np.ndarray) -> th.Tensor:
+            return th.as_tensor(np.ascontiguousarray(array), device=self.device, dtype=th.float32)
+
+        return SequenceSamples(
+            observations=observations,
+            actions=tensor(self.actions[rows, envs]),
+            rewards=tensor(self._normalize_reward(self.rewards[rows, envs], env)),
+            is_first=tensor(self.is_first[rows, envs]),
+            terminated=tensor(self.terminated[rows, envs]),
+            truncated=tensor(self.truncated[rows, envs]),
+        )
