@@ -1,0 +1,55 @@
+"""Small deterministic environments for tests, the demo and quick checks."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class PointMassEnv(gym.Env):
+    """
+    A point on a line must reach a target and stay there. Deterministic.
+
+    The point starts at ``start``; each step moves it by ``step_size * action`` (clipped to [-1, 1]),
+    and the reward is ``-|position - target|`` after the move. Observation: ``[position, target - position]``.
+    An episode lasts ``max_steps`` steps and ends by truncation (time limit), never by termination.
+
+    :param discrete: Discrete(3) actions (left, stay, right) instead of Box(-1, 1, (1,))
+    :param max_steps: episode length
+    :param start: initial position
+    :param target: target position
+    :param step_size: distance moved by a full action
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(
+        self, discrete: bool = False, max_steps: int = 30, start: float = -0.5, target: float = 0.5, step_size: float = 0.1
+    ) -> None:
+        self.discrete = discrete
+        self.max_steps = max_steps
+        self.start = start
+        self.target = target
+        self.step_size = step_size
+        self.action_space = spaces.Discrete(3) if discrete else spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.observation_space = spaces.Box(-2.0, 2.0, (2,), np.float32)
+        self.position = start
+        self.steps = 0
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self.position, self.target - self.position], dtype=np.float32)
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict[str, Any]] = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.position, self.steps = self.start, 0
+        return self._obs(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        move = float(action) - 1.0 if self.discrete else float(np.clip(np.asarray(action).reshape(-1)[0], -1.0, 1.0))
+        self.position = float(np.clip(self.position + self.step_size * move, -1.0, 1.0))
+        self.steps += 1
+        reward = -abs(self.position - self.target)
+        return self._obs(), reward, False, self.steps >= self.max_steps, {}

@@ -1,0 +1,245 @@
+"""
+The policy base shared by PlaNet and Dreamer: a world model that filters observations into a belief
+state, and a recurrent ``predict`` that carries that state between calls the way sb3-contrib's
+``RecurrentPPO`` does, so ``evaluate_policy`` and ``EvalCallback`` work unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+
+from sb3_rssm.common.rssm import RSSMState
+from sb3_rssm.common.spaces import check_action_space, one_hot_to_index, split_observation_space
+from sb3_rssm.common.world_model import WorldModel
+
+# (deterministic h, stochastic s, previous action) per env
+RecurrentState = tuple[th.Tensor, th.Tensor, th.Tensor]
+
+
+class WorldModelPolicy(BasePolicy):
+    """
+    World model plus the acting loop on its belief state. Subclasses choose actions from the belief
+    (:meth:`_act`) and may add networks and optimizers (:meth:`_build`).
+
+    The recurrent state passed through :meth:`predict` is a tuple of numpy arrays ``(h, s, a)`` of shapes
+    (n_envs, deterministic_size), (n_envs, stochastic_size) and (n_envs, action_size): the belief after the
+    last observation and the action then taken (in the normalized space: [-1, 1] for Box, one-hot for
+    Discrete). Where ``episode_start`` is true it is reset to zeros before the observation is filtered.
+
+    :param observation_space: observation space
+    :param action_space: Box or Discrete action space
+    :param lr_schedule: learning-rate schedule of the world model
+    :param stochastic_size: RSSM stochastic state size
+    :param deterministic_size: RSSM GRU size
+    :param hidden_size: RSSM dense width
+    :param min_std: RSSM minimum standard deviation
+    :param cnn_depth: conv encoder/decoder depth
+    :param mlp_units: width of the vector encoder/decoder MLPs
+    :param mlp_layers: hidden layers of the vector encoder/decoder MLPs
+    :param reward_units: width of the reward (and continuation) head
+    :param reward_layers: hidden layers of the reward (and continuation) head
+    :param use_continuation: learn a continuation head from ``terminated``
+    :param kl_strategy: ``regular``, ``free_bits`` or ``balanced``
+    :param free_bits: free nats
+    :param kl_balance_alpha: alpha of the balanced KL
+    :param kl_scale: weight of the KL term
+    :param reward_scale: weight of the reward log-likelihood
+    :param activation_fn: activation of dense layers
+    :param cnn_activation_fn: activation of conv layers
+    :param optimizer_class: optimizer of every network
+    :param optimizer_kwargs: keyword arguments of every optimizer (e.g. ``eps``)
+    """
+
+    # "vector", "image" or "dict": the observations the alias (MlpPolicy, ...) is meant for; None accepts all
+    observation_kind: Optional[str] = None
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        stochastic_size: int = 30,
+        deterministic_size: int = 200,
+        hidden_size: int = 200,
+        min_std: float = 0.1,
+        cnn_depth: int = 32,
+        mlp_units: int = 400,
+        mlp_layers: int = 2,
+        reward_units: int = 400,
+        reward_layers: int = 2,
+        use_continuation: bool = False,
+        kl_strategy: str = "free_bits",
+        free_bits: float = 3.0,
+        kl_balance_alpha: float = 0.8,
+        kl_scale: float = 1.0,
+        reward_scale: float = 1.0,
+        activation_fn: type[nn.Module] = nn.ELU,
+        cnn_activation_fn: type[nn.Module] = nn.ReLU,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: Optional[dict[str, Any]] = None,
+    ) -> None:
+        check_action_space(action_space)
+        self._check_observation_kind(observation_space)
+        super().__init__(
+            observation_space,
+            action_space,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            squash_output=isinstance(action_space, spaces.Box),
+        )
+        self.world_model_kwargs = dict(
+            stochastic_size=stochastic_size,
+            deterministic_size=deterministic_size,
+            hidden_size=hidden_size,
+            min_std=min_std,
+            cnn_depth=cnn_depth,
+            mlp_units=mlp_units,
+            mlp_layers=mlp_layers,
+            reward_units=reward_units,
+            reward_layers=reward_layers,
+            use_continuation=use_continuation,
+            kl_strategy=kl_strategy,
+            free_bits=free_bits,
+            kl_balance_alpha=kl_balance_alpha,
+            kl_scale=kl_scale,
+            reward_scale=reward_scale,
+            activation_fn=activation_fn,
+            cnn_activation_fn=cnn_activation_fn,
+        )
+        self.world_model = WorldModel(observation_space, action_space, **self.world_model_kwargs)
+        self.world_model_optimizer = self.optimizer_class(
+            self.world_model.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
+        )
+        self._build()
+
+    def _check_observation_kind(self, observation_space: spaces.Space) -> None:
+        images, _ = split_observation_space(observation_space)
+        kind = "dict" if isinstance(observation_space, spaces.Dict) else ("image" if images else "vector")
+        expected = self.observation_kind
+        if expected is None or kind == expected:
+            return
+        alias = {"vector": "MlpPolicy", "image": "CnnPolicy", "dict": "MultiInputPolicy"}
+        raise ValueError(
+            f"{alias[expected]} is for {expected} observations, but the observation space {observation_space} holds "
+            f"{kind} observations: use {alias[kind]}."
+        )
+
+    def _build(self) -> None:
+        """Build the networks and optimizers a subclass adds (called at the end of ``__init__``)."""
+
+    @property
+    def optimizer_names(self) -> list[str]:
+        """Attribute names of every optimizer, saved and restored with the model."""
+        return ["world_model_optimizer"]
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(self.world_model_kwargs)
+        data.update(optimizer_class=self.optimizer_class, optimizer_kwargs=self.optimizer_kwargs)
+        return data
+
+    @property
+    def model_action_size(self) -> int:
+        return self.world_model.rssm.action_size
+
+    def initial_state(self, n_envs: int) -> RecurrentState:
+        """Belief and previous action at the start of an episode."""
+        latent = self.world_model.rssm.initial(n_envs)
+        return latent.deterministic, latent.stochastic, latent.stochastic.new_zeros(n_envs, self.model_action_size)
+
+    def filter(self, observation: PyTorchObs, state: RecurrentState, episode_start: th.Tensor, sample: bool) -> RSSMState:
+        """
+        Fold one observation per env into the belief: reset where ``episode_start``, then a posterior step
+        with the previous action.
+        """
+        deterministic, stochastic, action = state
+        rssm = self.world_model.rssm
+        previous = RSSMState(deterministic, stochastic, stochastic, th.ones_like(stochastic))
+        embed = self.world_model.encoder(observation)
+        posterior, _ = rssm.observe_step(previous, action, embed, episode_start.float(), sample=sample)
+        return posterior
+
+    def _act(self, latent: RSSMState, deterministic: bool) -> th.Tensor:
+        """
+        Choose actions from the belief, in the normalized action space (Box: [-1, 1]; Discrete: one-hot).
+        ``deterministic=False`` is the collection policy, exploration included.
+        """
+        raise NotImplementedError
+
+    def step(
+        self,
+        observation: PyTorchObs,
+        state: RecurrentState,
+        episode_start: th.Tensor,
+        deterministic: bool = False,
+        action: Optional[th.Tensor] = None,
+    ) -> tuple[th.Tensor, RecurrentState]:
+        """
+        One acting step: filter ``observation`` into the belief, then act on it.
+
+        :param action: the normalized action to take instead of the policy's (random warm-up actions),
+            so that the next step is filtered with the action actually taken
+        :return: (normalized action, new recurrent state)
+        """
+        latent = self.filter(observation, state, episode_start, sample=not deterministic)
+        if action is None:
+            action = self._act(latent, deterministic)
+        return action, (latent.deterministic, latent.stochastic, action)
+
+    def to_env_action(self, model_action: th.Tensor) -> np.ndarray:
+        """Normalized actions to the env's action space (Box: rescaled to the bounds; Discrete: indices)."""
+        if isinstance(self.action_space, spaces.Discrete):
+            return one_hot_to_index(model_action, self.action_space).cpu().numpy()
+        return self.unscale_action(np.clip(model_action.cpu().numpy(), -1.0, 1.0))
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        """Stateless prediction (each observation treated as an episode's first); prefer :meth:`predict`."""
+        n_envs = next(iter(observation.values())).shape[0] if isinstance(observation, dict) else observation.shape[0]
+        episode_start = th.ones(n_envs, device=self.device)
+        action, _ = self.step(observation, self.initial_state(n_envs), episode_start, deterministic)
+        return action
+
+    def predict(  # type: ignore[override]
+        self,
+        observation: Union[np.ndarray, dict[str, np.ndarray]],
+        state: Optional[tuple[np.ndarray, ...]] = None,
+        episode_start: Optional[np.ndarray] = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """
+        Act on one observation per env, carrying the belief state between calls.
+
+        :param observation: a batch of observations (one per env), or a single unbatched observation
+        :param state: the state returned by the previous call, or None at the start
+        :param episode_start: (n_envs,) flags; where true the state is reset before filtering
+        :param deterministic: no sampling and no exploration noise
+        :return: (actions in the env's space, new state as a tuple of numpy arrays (h, s, a))
+        """
+        self.set_training_mode(False)
+        obs_tensor, vectorized_env = self.obs_to_tensor(observation)
+        n_envs = next(iter(obs_tensor.values())).shape[0] if isinstance(obs_tensor, dict) else obs_tensor.shape[0]
+        with th.no_grad():
+            if state is None:
+                torch_state = self.initial_state(n_envs)
+            else:
+                if len(state) != 3 or any(np.shape(x)[0] != n_envs for x in state):
+                    raise ValueError(
+                        f"state must be the (h, s, a) tuple returned by the previous predict() call for {n_envs} envs; "
+                        "pass state=None to start fresh."
+                    )
+                torch_state = tuple(th.as_tensor(np.asarray(x), dtype=th.float32, device=self.device) for x in state)
+            if episode_start is None:
+                episode_start = np.zeros(n_envs, dtype=bool)
+            starts = th.as_tensor(np.asarray(episode_start, dtype=np.float32).reshape(n_envs), device=self.device)
+            model_action, new_state = self.step(obs_tensor, torch_state, starts, deterministic)  # type: ignore[arg-type]
+        actions = self.to_env_action(model_action)
+        if not vectorized_env:
+            actions = actions.squeeze(axis=0)
+        return actions, tuple(x.cpu().numpy() for x in new_state)

@@ -1,0 +1,297 @@
+"""
+The algorithm base shared by PlaNet and Dreamer: SB3's ``OffPolicyAlgorithm`` (learn, collection,
+callbacks, logging, train_freq / gradient_steps / learning_starts, replay-buffer saving, VecNormalize)
+with what a recurrent, sequence-based agent needs on top: a belief state filtered through every
+collection step, a sequence replay buffer, episode starts tracked per step, and the world-model update.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
+
+from sb3_rssm.common.buffers import SequenceReplayBuffer
+from sb3_rssm.common.policies import RecurrentState, WorldModelPolicy
+from sb3_rssm.common.rssm import RSSMState
+from sb3_rssm.common.spaces import actions_to_model, check_action_space, split_observation_space
+from sb3_rssm.common.type_aliases import SequenceSamples
+
+
+class NonFiniteUpdateError(RuntimeError):
+    """Training produced non-finite losses or gradients too many updates in a row."""
+
+
+class WorldModelAlgorithm(OffPolicyAlgorithm):
+    """
+    Base of world-model agents. Subclasses implement :meth:`_train_step` (one gradient step on a batch of
+    sequences; :meth:`_train_world_model` does the world-model part).
+
+    ``num_timesteps`` counts agent steps summed over envs, as everywhere in SB3. With an action-repeat
+    wrapper each agent step is ``action_repeat`` env frames: the papers count frames, so their
+    "1M steps" is ``num_timesteps = 1M / action_repeat``, and so on for ``train_freq`` and ``learning_starts``.
+
+    :param policy: policy class or alias
+    :param env: environment (or its gymnasium id)
+    :param learning_rate: world-model learning rate (constant or schedule of the remaining progress)
+    :param buffer_size: replay capacity in steps, all envs together
+    :param learning_starts: steps of random actions collected before training
+    :param batch_size: sequences per batch
+    :param sequence_length: steps per sequence
+    :param train_freq: collect this many steps (per env) between training phases
+    :param gradient_steps: gradient steps per training phase
+    :param max_grad_norm: global gradient-norm clip of every optimizer
+    :param max_nonfinite_updates: stop with an error after this many updates in a row with a
+        non-finite loss or gradient (each is skipped, parameters untouched)
+    :param replay_buffer_class: a :class:`SequenceReplayBuffer` subclass
+    :param replay_buffer_kwargs: its extra keyword arguments
+    :param policy_kwargs: keyword arguments of the policy (every model size)
+    :param stats_window_size: window of the rollout statistics
+    :param tensorboard_log: TensorBoard log folder
+    :param verbose: 0, 1 or 2
+    :param seed: random seed
+    :param device: torch device
+    :param _init_setup_model: build the networks at construction
+    """
+
+    policy: WorldModelPolicy
+    replay_buffer: SequenceReplayBuffer
+
+    def __init__(
+        self,
+        policy: Union[str, type[WorldModelPolicy]],
+        env: Union[GymEnv, str, None],
+        learning_rate: Union[float, Schedule],
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 5000,
+        batch_size: int = 50,
+        sequence_length: int = 50,
+        train_freq: Union[int, tuple[int, str]] = (1000, "step"),
+        gradient_steps: int = 100,
+        max_grad_norm: float = 100.0,
+        max_nonfinite_updates: int = 10,
+        replay_buffer_class: Optional[type[SequenceReplayBuffer]] = None,
+        replay_buffer_kwargs: Optional[dict[str, Any]] = None,
+        policy_kwargs: Optional[dict[str, Any]] = None,
+        stats_window_size: int = 100,
+        tensorboard_log: Optional[str] = None,
+        verbose: int = 0,
+        seed: Optional[int] = None,
+        device: Union[th.device, str] = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        self._check_env_spaces(env)
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            buffer_size=buffer_size,
+            learning_starts=learning_starts,
+            batch_size=batch_size,
+            tau=1.0,
+            gamma=0.99,
+            train_freq=train_freq,
+            gradient_steps=gradient_steps,
+            replay_buffer_class=replay_buffer_class or SequenceReplayBuffer,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            support_multi_env=True,
+            seed=seed,
+            sde_support=False,
+        )
+        if self.env is not None:
+            self._check_env_spaces(self.env)
+        if not issubclass(self.replay_buffer_class, SequenceReplayBuffer):
+            raise ValueError(f"replay_buffer_class must be a SequenceReplayBuffer subclass, got {self.replay_buffer_class}")
+        self.sequence_length = sequence_length
+        self.max_grad_norm = max_grad_norm
+        self.max_nonfinite_updates = max_nonfinite_updates
+        self._filter_state: Optional[RecurrentState] = None
+        self._nonfinite_in_a_row = 0
+        self._first_nonfinite: Optional[str] = None
+
+    @staticmethod
+    def _check_env_spaces(env: Any) -> None:
+        """Clear errors for unsupported spaces, before SB3's own assertions."""
+        if hasattr(env, "action_space") and hasattr(env, "observation_space"):
+            check_action_space(env.action_space)
+            if not isinstance(env.observation_space, spaces.Box) or len(env.observation_space.shape) != 3:
+                # channel-last images are transposed by SB3's env wrapping; check the rest now
+                split_observation_space(env.observation_space)
+
+    def _setup_model(self) -> None:
+        self.replay_buffer_kwargs = {"sequence_length": self.sequence_length, **self.replay_buffer_kwargs}
+        super()._setup_model()
+        self._filter_state = None
+
+    def _excluded_save_params(self) -> list[str]:
+        # the belief state belongs to the collection env's current episodes, not to the model
+        return [*super()._excluded_save_params(), "_filter_state"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        return ["policy", *(f"policy.{name}" for name in self.policy.optimizer_names)], []
+
+    def _optimizer_schedules(self) -> list[tuple[str, th.optim.Optimizer, Schedule]]:
+        """(log name, optimizer, learning-rate schedule) of every optimizer."""
+        return [("learning_rate", self.policy.world_model_optimizer, self.lr_schedule)]
+
+    @staticmethod
+    def _schedule(value: Union[float, Schedule]) -> Schedule:
+        return FloatSchedule(value)
+
+    def _update_learning_rates(self) -> None:
+        for name, optimizer, schedule in self._optimizer_schedules():
+            learning_rate = schedule(self._current_progress_remaining)
+            self.logger.record(f"train/{name}", learning_rate)
+            update_learning_rate(optimizer, learning_rate)
+
+    # ---- collection -------------------------------------------------------------------------
+
+    def _sample_action(
+        self,
+        learning_starts: int,
+        action_noise: Optional[ActionNoise] = None,
+        n_envs: int = 1,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """
+        Filter the latest observation into the belief, then act: random actions during warm-up (the
+        belief is still advanced with them), the policy's collection behaviour afterwards.
+        """
+        assert self._last_obs is not None and self._last_episode_starts is not None
+        if self._filter_state is None or self._filter_state[0].shape[0] != n_envs:
+            self._filter_state = self.policy.initial_state(n_envs)
+        obs_tensor, _ = self.policy.obs_to_tensor(self._last_obs)
+        starts = th.as_tensor(np.asarray(self._last_episode_starts, dtype=np.float32), device=self.device)
+        forced = None
+        if self.num_timesteps < learning_starts:
+            random_actions = np.array([self.action_space.sample() for _ in range(n_envs)])
+            if isinstance(self.action_space, spaces.Box):
+                random_actions = self.policy.scale_action(random_actions)
+            forced = th.as_tensor(actions_to_model(random_actions, self.action_space), device=self.device)
+        with th.no_grad():
+            model_action, self._filter_state = self.policy.step(obs_tensor, self._filter_state, starts, False, forced)
+        action = self.policy.to_env_action(model_action)
+        buffer_action = self.policy.scale_action(action) if isinstance(self.action_space, spaces.Box) else action
+        return action, buffer_action
+
+    def _store_transition(
+        self,
+        replay_buffer: ReplayBuffer,
+        buffer_action: np.ndarray,
+        new_obs: Union[np.ndarray, dict[str, np.ndarray]],
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        assert isinstance(replay_buffer, SequenceReplayBuffer)
+        assert self._last_episode_starts is not None
+        # the env may have been reset outside an episode end (e.g. by learn()): start a new episode there too
+        replay_buffer.start_episodes(self._last_episode_starts)
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+        # SB3 sets this once per learn(); the belief must be reset after every episode end
+        self._last_episode_starts = np.asarray(dones, dtype=bool).copy()
+
+    # ---- training ---------------------------------------------------------------------------
+
+    def _apply_gradients(
+        self, phase: str, loss: th.Tensor, optimizer: th.optim.Optimizer, parameters: Iterable[th.nn.Parameter]
+    ) -> Optional[th.Tensor]:
+        """
+        Backward pass, clip and step, unless the loss or the gradient is non-finite: then the step is
+        skipped (parameters untouched) and counted.
+
+        :return: the gradient norm before clipping, or None when skipped
+        """
+        parameters = list(parameters)
+        optimizer.zero_grad(set_to_none=True)
+        if not th.isfinite(loss):
+            self._record_nonfinite(f"{phase} loss")
+            return None
+        loss.backward()
+        grad_norm = th.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm)
+        if not th.isfinite(grad_norm):
+            optimizer.zero_grad(set_to_none=True)
+            self._record_nonfinite(f"{phase} gradient")
+            return None
+        optimizer.step()
+        return grad_norm.detach()
+
+    def _record_nonfinite(self, where: str) -> None:
+        self._skipped_this_step = True
+        if self._first_nonfinite is None:
+            self._first_nonfinite = f"{where} at update {self._n_updates} (num_timesteps={self.num_timesteps})"
+
+    def _train_world_model(self, batch: SequenceSamples) -> tuple[RSSMState, dict[str, th.Tensor]]:
+        """One world-model gradient step; returns the posterior states (detached) and metrics."""
+        world_model = self.policy.world_model
+        loss, metrics, posterior = world_model.loss(batch)
+        grad_norm = self._apply_gradients("world model", loss, self.policy.world_model_optimizer, world_model.parameters())
+        if grad_norm is not None:
+            metrics["model_grad_norm"] = grad_norm
+        return posterior.detach(), metrics
+
+    def _train_step(self, batch: SequenceSamples) -> dict[str, th.Tensor]:
+        """One gradient step of every network on a batch; returns detached scalar metrics."""
+        raise NotImplementedError
+
+    def train(self, gradient_steps: int, batch_size: int) -> None:
+        self.policy.set_training_mode(True)
+        self._update_learning_rates()
+        sums: dict[str, list[th.Tensor]] = defaultdict(list)
+        skipped = 0
+        start = time.perf_counter()
+        for _ in range(gradient_steps):
+            batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            self._skipped_this_step = False
+            metrics = self._train_step(batch)
+            self._n_updates += 1
+            if self._skipped_this_step:
+                skipped += 1
+                self._nonfinite_in_a_row += 1
+                if self._nonfinite_in_a_row >= self.max_nonfinite_updates:
+                    raise NonFiniteUpdateError(
+                        f"{self._nonfinite_in_a_row} updates in a row had non-finite losses or gradients and were skipped "
+                        f"(first: {self._first_nonfinite}). Check the rewards and observations (VecCheckNan), lower the "
+                        "learning rates, or raise max_nonfinite_updates."
+                    )
+            else:
+                self._nonfinite_in_a_row = 0
+                self._first_nonfinite = None
+            for key, value in metrics.items():
+                sums[key].append(value)
+        elapsed = time.perf_counter() - start
+        self.policy.set_training_mode(False)
+        for key, values in sums.items():
+            self.logger.record(f"train/{key}", th.stack(values).float().mean().item())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/skipped_updates", skipped)
+        self.logger.record("time/updates_per_s", gradient_steps / max(elapsed, 1e-9))
+
+    def predict(
+        self,
+        observation: Union[np.ndarray, dict[str, np.ndarray]],
+        state: Optional[tuple[np.ndarray, ...]] = None,
+        episode_start: Optional[np.ndarray] = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """
+        Act on an observation and carry the recurrent belief state, like sb3-contrib's RecurrentPPO:
+        pass back the returned ``state`` and the ``episode_start`` flags at the next call.
+        (Collection inside ``learn()`` keeps its own state, so evaluation never disturbs it.)
+        """
+        return self.policy.predict(observation, state, episode_start, deterministic)
+

@@ -1,0 +1,221 @@
+"""
+DreamerV1 (Hafner et al., 2020, "Dream to Control: Learning Behaviors by Latent Imagination") as a
+Stable-Baselines3 algorithm: a world model learned from replayed sequences, and an actor and a value
+network learned from imagined rollouts of the model by backpropagating lambda-returns through the
+learned dynamics.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, ClassVar, Optional, Union
+
+import torch as th
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.utils import update_learning_rate
+from torch import nn
+from torch.distributions import Normal
+
+from sb3_rssm.common.buffers import SequenceReplayBuffer
+from sb3_rssm.common.rssm import RSSMState
+from sb3_rssm.common.type_aliases import SequenceSamples
+from sb3_rssm.common.world_model_algorithm import WorldModelAlgorithm
+from sb3_rssm.dreamer.policies import CnnPolicy, DreamerPolicy, MlpPolicy, MultiInputPolicy
+
+
+def lambda_return(
+    rewards: th.Tensor, values: th.Tensor, discounts: th.Tensor, bootstrap: th.Tensor, lambda_: float
+) -> th.Tensor:
+    """
+    TD(lambda) returns along the last dimension:
+    ``R_t = r_t + d_t * ((1 - lambda) * v_{t+1} + lambda * R_{t+1})`` with ``R_H = bootstrap``.
+
+    :param rewards: (..., H) rewards r_t
+    :param values: (..., H) values v_t of the same states
+    :param discounts: (..., H) discounts d_t
+    :param bootstrap: (...) value after the last step
+    :param lambda_: lambda
+    :return: (..., H) returns
+    """
+    next_values = th.cat([values[..., 1:], bootstrap.unsqueeze(-1)], dim=-1)
+    inputs = rewards + discounts * next_values * (1.0 - lambda_)
+    returns = []
+    last = bootstrap
+    for t in reversed(range(rewards.shape[-1])):
+        last = inputs[..., t] + discounts[..., t] * lambda_ * last
+        returns.append(last)
+    return th.stack(returns[::-1], dim=-1)
+
+
+@contextmanager
+def frozen(*modules: nn.Module):
+    """Let gradients flow through ``modules`` to their inputs without computing gradients of their weights."""
+    parameters = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in parameters:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in parameters:
+            p.requires_grad_(True)
+
+
+class DreamerV1(WorldModelAlgorithm):
+    """
+    DreamerV1. Defaults follow the paper and its reference implementation: batches of 50 sequences of 50
+    steps, imagination horizon 15, gamma 0.99, lambda 0.95, learning rates 6e-4 (model) / 8e-5 (actor) /
+    8e-5 (value), Adam epsilon 1e-7, gradient clip 100, free nats 3, KL scale 1, exploration noise 0.3,
+    5000 prefill steps, then 100 gradient steps every 1000 steps.
+
+    :param policy: ``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy`` or a :class:`DreamerPolicy` subclass
+    :param env: environment (Box or Discrete actions)
+    :param learning_rate: world-model learning rate (or schedule)
+    :param actor_learning_rate: actor learning rate (or schedule)
+    :param value_learning_rate: value learning rate (or schedule)
+    :param buffer_size: replay capacity in steps
+    :param learning_starts: random-action steps before training
+    :param batch_size: sequences per batch
+    :param sequence_length: steps per sequence
+    :param imagination_horizon: imagined steps from every posterior state
+    :param gamma: discount
+    :param return_lambda: lambda of the lambda-returns
+    :param train_freq: steps (per env) between training phases
+    :param gradient_steps: gradient steps per training phase
+    :param max_grad_norm: gradient-norm clip of each optimizer
+    :param max_nonfinite_updates: see :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
+    :param replay_buffer_class: a :class:`~sb3_rssm.common.buffers.SequenceReplayBuffer` subclass
+    :param replay_buffer_kwargs: its keyword arguments
+    :param policy_kwargs: policy keyword arguments (all model sizes, ``exploration_noise``, KL settings)
+    :param stats_window_size: rollout statistics window
+    :param tensorboard_log: TensorBoard folder
+    :param verbose: verbosity
+    :param seed: random seed
+    :param device: torch device
+    :param _init_setup_model: build the networks at construction
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+    policy: DreamerPolicy
+
+    def __init__(
+        self,
+        policy: Union[str, type[DreamerPolicy]],
+        env: Union[GymEnv, str, None],
+        learning_rate: Union[float, Schedule] = 6e-4,
+        actor_learning_rate: Union[float, Schedule] = 8e-5,
+        value_learning_rate: Union[float, Schedule] = 8e-5,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 5000,
+        batch_size: int = 50,
+        sequence_length: int = 50,
+        imagination_horizon: int = 15,
+        gamma: float = 0.99,
+        return_lambda: float = 0.95,
+        train_freq: Union[int, tuple[int, str]] = (1000, "step"),
+        gradient_steps: int = 100,
+        max_grad_norm: float = 100.0,
+        max_nonfinite_updates: int = 10,
+        replay_buffer_class: Optional[type[SequenceReplayBuffer]] = None,
+        replay_buffer_kwargs: Optional[dict[str, Any]] = None,
+        policy_kwargs: Optional[dict[str, Any]] = None,
+        stats_window_size: int = 100,
+        tensorboard_log: Optional[str] = None,
+        verbose: int = 0,
+        seed: Optional[int] = None,
+        device: Union[th.device, str] = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            buffer_size=buffer_size,
+            learning_starts=learning_starts,
+            batch_size=batch_size,
+            sequence_length=sequence_length,
+            train_freq=train_freq,
+            gradient_steps=gradient_steps,
+            max_grad_norm=max_grad_norm,
+            max_nonfinite_updates=max_nonfinite_updates,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+        )
+        self.actor_learning_rate = actor_learning_rate
+        self.value_learning_rate = value_learning_rate
+        self.imagination_horizon = imagination_horizon
+        self.gamma = gamma
+        self.return_lambda = return_lambda
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        for _, optimizer, schedule in self._optimizer_schedules():
+            update_learning_rate(optimizer, schedule(1.0))
+
+    def _optimizer_schedules(self) -> list[tuple[str, th.optim.Optimizer, Schedule]]:
+        return [
+            *super()._optimizer_schedules(),
+            ("actor_learning_rate", self.policy.actor_optimizer, self._schedule(self.actor_learning_rate)),
+            ("value_learning_rate", self.policy.value_optimizer, self._schedule(self.value_learning_rate)),
+        ]
+
+    def imagine(self, start: RSSMState) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+        """
+        Imagine ``imagination_horizon`` steps with the actor from every start state, and evaluate them.
+
+        :return: (features (N, H, F), lambda-returns (N, H-1), weights (N, H-1), actor entropy (N, H))
+        """
+        world_model, actor = self.policy.world_model, self.policy.actor
+        entropies = []
+
+        def act(state: RSSMState) -> th.Tensor:
+            # the actor sees detached states; its gradient reaches it through the imagined dynamics
+            distribution = actor.distribution(state.features.detach())
+            entropies.append(actor.entropy(distribution).detach())
+            return actor.sample(distribution)
+
+        imagined, _ = world_model.rssm.imagine(start, act, self.imagination_horizon)
+        features = imagined.features
+        rewards = world_model.reward(features)
+        values = self.policy.predict_value(features)
+        continuation = world_model.continuation(features)
+        discounts = self.gamma * (th.ones_like(rewards) if continuation is None else continuation)
+        returns = lambda_return(rewards[:, :-1], values[:, :-1], discounts[:, :-1], values[:, -1], self.return_lambda)
+        weights = th.cumprod(th.cat([th.ones_like(discounts[:, :1]), discounts[:, :-2]], dim=1), dim=1).detach()
+        return features, returns, weights, th.stack(entropies, dim=1)
+
+    def _train_step(self, batch: SequenceSamples) -> dict[str, th.Tensor]:
+        posterior, metrics = self._train_world_model(batch)
+        policy = self.policy
+        # the actor's gradient flows through the model and the value net, but only the actor is updated
+        with frozen(policy.world_model, policy.value):
+            features, returns, weights, entropy = self.imagine(posterior.flatten())
+            actor_loss = -(weights * returns).mean()
+        actor_grad_norm = self._apply_gradients("actor", actor_loss, policy.actor_optimizer, policy.actor.parameters())
+        value_prediction = policy.predict_value(features[:, :-1].detach())
+        value_loss = -(weights * Normal(value_prediction, 1.0).log_prob(returns.detach())).mean()
+        value_grad_norm = self._apply_gradients("value", value_loss, policy.value_optimizer, policy.value.parameters())
+        metrics.update(
+            actor_loss=actor_loss.detach(),
+            value_loss=value_loss.detach(),
+            actor_entropy=entropy.mean(),
+            imagined_return=returns.mean().detach(),
+            imagined_value=value_prediction.mean().detach(),
+        )
+        if actor_grad_norm is not None:
+            metrics["actor_grad_norm"] = actor_grad_norm
+        if value_grad_norm is not None:
+            metrics["value_grad_norm"] = value_grad_norm
+        return metrics

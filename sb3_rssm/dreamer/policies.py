@@ -1,0 +1,193 @@
+"""
+Dreamer's policies: the world model plus an actor and a value network on the model state, with the
+``MlpPolicy`` / ``CnnPolicy`` / ``MultiInputPolicy`` aliases.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch as th
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.type_aliases import Schedule
+from torch import nn
+from torch.distributions import Distribution, Independent, Normal, OneHotCategorical, TanhTransform, TransformedDistribution
+
+from sb3_rssm.common.networks import mlp
+from sb3_rssm.common.policies import WorldModelPolicy
+from sb3_rssm.common.rssm import RSSMState
+
+
+class Actor(nn.Module):
+    """
+    Dreamer's action model. Box actions: a tanh-transformed Normal with ``mean = mean_scale * tanh(x / mean_scale)``
+    and ``std = softplus(x + softplus^-1(init_std)) + min_std``; its mode is taken as ``tanh(mean)``.
+    Discrete actions: a one-hot categorical with straight-through gradients.
+
+    :param feature_size: size of the model state
+    :param action_space: Box or Discrete
+    :param units: hidden width
+    :param layers: hidden layers
+    :param activation_fn: activation
+    :param init_std: initial standard deviation (Box)
+    :param min_std: minimum standard deviation (Box)
+    :param mean_scale: scale of the mean's soft clip (Box)
+    """
+
+    def __init__(
+        self,
+        feature_size: int,
+        action_space: spaces.Space,
+        units: int = 400,
+        layers: int = 4,
+        activation_fn: type[nn.Module] = nn.ELU,
+        init_std: float = 5.0,
+        min_std: float = 1e-4,
+        mean_scale: float = 5.0,
+    ) -> None:
+        super().__init__()
+        self.discrete = isinstance(action_space, spaces.Discrete)
+        self.action_size = int(action_space.n) if self.discrete else int(action_space.shape[0])
+        self.net = mlp(feature_size, self.action_size * (1 if self.discrete else 2), units, layers, activation_fn)
+        self.raw_init_std = math.log(math.expm1(init_std))
+        self.min_std = min_std
+        self.mean_scale = mean_scale
+
+    def distribution(self, features: th.Tensor) -> Distribution:
+        out = self.net(features)
+        if self.discrete:
+            return OneHotCategorical(logits=out)
+        mean, std = out.chunk(2, dim=-1)
+        mean = self.mean_scale * th.tanh(mean / self.mean_scale)
+        std = F.softplus(std + self.raw_init_std) + self.min_std
+        return Independent(TransformedDistribution(Normal(mean, std), TanhTransform(cache_size=1)), 1)
+
+    def mode(self, distribution: Distribution) -> th.Tensor:
+        if self.discrete:
+            probs = distribution.probs
+            return F.one_hot(probs.argmax(-1), self.action_size).to(probs.dtype)
+        return th.tanh(distribution.base_dist.base_dist.loc)
+
+    def sample(self, distribution: Distribution) -> th.Tensor:
+        """Reparameterized sample (straight-through for one-hot actions)."""
+        if self.discrete:
+            probs = distribution.probs
+            return distribution.sample() + probs - probs.detach()
+        return distribution.rsample()
+
+    def entropy(self, distribution: Distribution) -> th.Tensor:
+        """Entropy; estimated from one sample for the tanh-Normal, which has no closed form."""
+        if self.discrete:
+            return distribution.entropy()
+        return -distribution.log_prob(distribution.rsample())
+
+    def forward(self, features: th.Tensor, deterministic: bool = False) -> th.Tensor:
+        distribution = self.distribution(features)
+        return self.mode(distribution) if deterministic else self.sample(distribution)
+
+
+class DreamerPolicy(WorldModelPolicy):
+    """
+    World model, actor and value network, each with its own optimizer. Acting: the actor's mode when
+    ``deterministic``; otherwise a sample plus exploration (Box: Normal(0, ``exploration_noise``) noise,
+    clipped to the bounds; Discrete: a uniformly random action with probability ``exploration_noise``).
+
+    :param actor_units: actor hidden width
+    :param actor_layers: actor hidden layers
+    :param value_units: value hidden width
+    :param value_layers: value hidden layers
+    :param actor_init_std: initial std of the tanh-Normal actor
+    :param actor_min_std: minimum std of the tanh-Normal actor
+    :param exploration_noise: exploration during collection (see above)
+    :param kwargs: world-model arguments of :class:`~sb3_rssm.common.policies.WorldModelPolicy`
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        actor_units: int = 400,
+        actor_layers: int = 4,
+        value_units: int = 400,
+        value_layers: int = 3,
+        actor_init_std: float = 5.0,
+        actor_min_std: float = 1e-4,
+        exploration_noise: float = 0.3,
+        optimizer_kwargs: Optional[dict[str, Any]] = None,
+        **kwargs: Any,
+    ) -> None:
+        self.actor_kwargs = dict(
+            actor_units=actor_units,
+            actor_layers=actor_layers,
+            value_units=value_units,
+            value_layers=value_layers,
+            actor_init_std=actor_init_std,
+            actor_min_std=actor_min_std,
+            exploration_noise=exploration_noise,
+        )
+        self.exploration_noise = exploration_noise
+        # Adam epsilon of the reference implementation (TensorFlow's default)
+        optimizer_kwargs = {"eps": 1e-7} if optimizer_kwargs is None else optimizer_kwargs
+        super().__init__(observation_space, action_space, lr_schedule, optimizer_kwargs=optimizer_kwargs, **kwargs)
+
+    def _build(self) -> None:
+        feature_size = self.world_model.rssm.feature_size
+        activation_fn = self.world_model_kwargs["activation_fn"]
+        kw = self.actor_kwargs
+        self.actor = Actor(
+            feature_size,
+            self.action_space,
+            kw["actor_units"],
+            kw["actor_layers"],
+            activation_fn,
+            kw["actor_init_std"],
+            kw["actor_min_std"],
+        )
+        self.value = mlp(feature_size, 1, kw["value_units"], kw["value_layers"], activation_fn)
+        # learning rates are set by the algorithm from its schedules before every training phase
+        self.actor_optimizer = self.optimizer_class(self.actor.parameters(), lr=1e-4, **self.optimizer_kwargs)
+        self.value_optimizer = self.optimizer_class(self.value.parameters(), lr=1e-4, **self.optimizer_kwargs)
+
+    @property
+    def optimizer_names(self) -> list[str]:
+        return [*super().optimizer_names, "actor_optimizer", "value_optimizer"]
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(self.actor_kwargs)
+        return data
+
+    def predict_value(self, features: th.Tensor) -> th.Tensor:
+        return self.value(features).squeeze(-1)
+
+    def _act(self, latent: RSSMState, deterministic: bool) -> th.Tensor:
+        action = self.actor(latent.features, deterministic=deterministic)
+        if deterministic or self.exploration_noise <= 0:
+            return action
+        if self.actor.discrete:
+            n = self.actor.action_size
+            random = F.one_hot(th.randint(0, n, action.shape[:1], device=action.device), n)
+            explore = th.rand(action.shape[:1], device=action.device) < self.exploration_noise
+            return th.where(explore[:, None], random.to(action.dtype), action)
+        return th.clamp(action + self.exploration_noise * th.randn_like(action), -1.0, 1.0)
+
+
+class MlpPolicy(DreamerPolicy):
+    """Dreamer policy for vector observations."""
+
+    observation_kind = "vector"
+
+
+class CnnPolicy(DreamerPolicy):
+    """Dreamer policy for image observations (uint8, 64x64)."""
+
+    observation_kind = "image"
+
+
+class MultiInputPolicy(DreamerPolicy):
+    """Dreamer policy for Dict observations (images and vectors)."""
+
+    observation_kind = "dict"
