@@ -13,12 +13,13 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 IMAGE_SIZE = 64
 
 
-def check_observation_subspace(space: spaces.Space, key: str = "observation") -> str:
+def check_observation_subspace(space: spaces.Space, key: str = "observation", allow_channel_last: bool = False) -> str:
     """
     Classify one observation space as ``"image"`` or ``"vector"``, or raise a clear error.
 
     :param space: a Box space (a Dict's entries are checked one by one by the caller)
     :param key: name used in error messages
+    :param allow_channel_last: accept (H, W, C) images (before SB3 wraps the env in VecTransposeImage)
     :return: "image" or "vector"
     """
     if not isinstance(space, spaces.Box):
@@ -27,12 +28,13 @@ def check_observation_subspace(space: spaces.Space, key: str = "observation") ->
             "or a flat Dict of them. Wrap the env to convert it (e.g. one-hot encode Discrete observations)."
         )
     if is_image_space(space, check_channels=False, normalized_image=False):
-        if not is_image_space_channels_first(space):
+        channels_first = is_image_space_channels_first(space)
+        if not channels_first and not allow_channel_last:
             raise ValueError(
                 f"Image {key} space of shape {space.shape} is channel-last; the model expects channel-first "
                 "(C, H, W). Pass the env to the algorithm (it applies VecTransposeImage) or wrap it in VecTransposeImage."
             )
-        _, height, width = space.shape
+        height, width = space.shape[1:] if channels_first else space.shape[:2]
         if (height, width) != (IMAGE_SIZE, IMAGE_SIZE):
             raise ValueError(
                 f"Image {key} of size {height}x{width} is not supported: the Dreamer conv encoder and decoder "
@@ -51,7 +53,9 @@ def check_observation_subspace(space: spaces.Space, key: str = "observation") ->
     return "vector"
 
 
-def split_observation_space(observation_space: spaces.Space) -> tuple[dict[str, spaces.Box], dict[str, spaces.Box]]:
+def split_observation_space(
+    observation_space: spaces.Space, allow_channel_last: bool = False
+) -> tuple[dict[str, spaces.Box], dict[str, spaces.Box]]:
     """
     Split an observation space into image and vector entries.
 
@@ -69,7 +73,8 @@ def split_observation_space(observation_space: spaces.Space) -> tuple[dict[str, 
         entries = {"observation": observation_space}
     images, vectors = {}, {}
     for key, sub in entries.items():
-        kind = check_observation_subspace(sub, key=f"observation {key!r}" if len(entries) > 1 else "observation")
+        name = f"observation {key!r}" if len(entries) > 1 else "observation"
+        kind = check_observation_subspace(sub, name, allow_channel_last)
         (images if kind == "image" else vectors)[key] = sub
     return images, vectors
 

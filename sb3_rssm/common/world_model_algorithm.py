@@ -129,9 +129,8 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         """Clear errors for unsupported spaces, before SB3's own assertions."""
         if hasattr(env, "action_space") and hasattr(env, "observation_space"):
             check_action_space(env.action_space)
-            if not isinstance(env.observation_space, spaces.Box) or len(env.observation_space.shape) != 3:
-                # channel-last images are transposed by SB3's env wrapping; check the rest now
-                split_observation_space(env.observation_space)
+            # SB3's env wrapping transposes channel-last images later
+            split_observation_space(env.observation_space, allow_channel_last=True)
 
     def _setup_model(self) -> None:
         self.replay_buffer_kwargs = {"sequence_length": self.sequence_length, **self.replay_buffer_kwargs}

@@ -1,0 +1,274 @@
+"""
+The Stable-Baselines3 contract, for every world-model algorithm: spaces, policies, vec envs, callbacks,
+recurrent predict with evaluate_policy, save/load, logging.
+"""
+
+import os
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import (
+    BaseCallback,
+    CallbackList,
+    CheckpointCallback,
+    EvalCallback,
+    StopTrainingOnRewardThreshold,
+)
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import FakeImageEnv, SimpleMultiObsEnv
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecMonitor, VecNormalize
+
+from sb3_rssm.common.envs import PointMassEnv
+from tests.conftest import ALGORITHMS, tiny_model
+
+pytestmark = pytest.mark.parametrize("algorithm", ALGORITHMS, ids=lambda a: a.__name__)
+
+
+def image_env(discrete=False):
+    return FakeImageEnv(screen_height=64, screen_width=64, n_channels=3, discrete=discrete)
+
+
+@pytest.mark.parametrize("discrete", [False, True], ids=["box", "discrete"])
+def test_learn_vector_observations(algorithm, discrete):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(discrete=discrete), seed=0)
+    model.learn(60)
+    assert model.num_timesteps == 60
+    assert model._n_updates > 0
+    action, _ = model.predict(np.zeros(2, np.float32), deterministic=True)
+    assert model.action_space.contains(action if discrete else action.astype(np.float32))
+
+
+@pytest.mark.parametrize("discrete", [False, True], ids=["box", "discrete"])
+def test_cnn_policy_with_auto_transpose(algorithm, discrete):
+    model = tiny_model(algorithm, "CnnPolicy", image_env(discrete), seed=0)
+    assert model.observation_space.shape == (3, 64, 64)  # SB3 wrapped the channel-last env in VecTransposeImage
+    model.learn(30)
+    obs = model.get_env().reset()
+    actions, _ = model.predict(obs)
+    assert actions.shape == ((1,) if discrete else (1, 5))
+    # a raw channel-last observation is transposed by predict too
+    raw = image_env().reset(seed=0)[0]
+    action, state = model.predict(raw, deterministic=True)
+    assert action.shape == (() if discrete else (5,))
+    assert state[0].shape == (1, 8)
+
+
+def test_multi_input_policy(algorithm):
+    env = SimpleMultiObsEnv(discrete_actions=False)
+    model = tiny_model(algorithm, "MultiInputPolicy", env, seed=0)
+    model.learn(30)
+    evaluate_policy(model, model.get_env(), n_eval_episodes=1)
+
+
+def test_policy_aliases_check_observation_kind(algorithm):
+    with pytest.raises(ValueError, match="use CnnPolicy"):
+        tiny_model(algorithm, "MlpPolicy", image_env())
+    with pytest.raises(ValueError, match="use MlpPolicy"):
+        tiny_model(algorithm, "CnnPolicy", PointMassEnv())
+    with pytest.raises(ValueError, match="MultiInputPolicy"):
+        tiny_model(algorithm, "MlpPolicy", SimpleMultiObsEnv())
+
+
+class SpaceEnv(gym.Env):
+    def __init__(self, observation_space, action_space):
+        self.observation_space, self.action_space = observation_space, action_space
+
+    def reset(self, *, seed=None, options=None):
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, False, False, {}
+
+
+@pytest.mark.parametrize(
+    "observation_space, action_space, match",
+    [
+        (spaces.Box(-1, 1, (2,)), spaces.MultiDiscrete([2, 2]), "Unsupported action space"),
+        (spaces.Box(-1, 1, (2,)), spaces.MultiBinary(2), "Unsupported action space"),
+        (spaces.Box(-1, 1, (2,)), spaces.Box(-np.inf, np.inf, (2,)), "infinite bounds"),
+        (spaces.MultiBinary(3), spaces.Discrete(2), "Unsupported observation space"),
+        (spaces.Box(0, 255, (32, 32, 3), np.uint8), spaces.Discrete(2), "32x32"),
+        (spaces.Tuple([spaces.Box(-1, 1, (2,))]), spaces.Discrete(2), "Unsupported observation space"),
+    ],
+)
+def test_unsupported_spaces_fail_at_construction(algorithm, observation_space, action_space, match):
+    policy = "CnnPolicy" if len(getattr(observation_space, "shape", None) or ()) == 3 else "MlpPolicy"
+    with pytest.raises(ValueError, match=match):
+        tiny_model(algorithm, policy, SpaceEnv(observation_space, action_space))
+
+
+@pytest.mark.parametrize("vec_env_class", [DummyVecEnv, SubprocVecEnv])
+def test_two_envs(algorithm, vec_env_class):
+    env = make_vec_env(PointMassEnv, n_envs=2, vec_env_cls=vec_env_class, seed=0)
+    try:
+        model = tiny_model(algorithm, "MlpPolicy", env, seed=0)
+        model.learn(80)
+        assert model.num_timesteps == 80
+        streams = model.replay_buffer.env_pos
+        assert np.all(streams == streams[0]) and streams[0] == 42  # 40 steps + a first row for each of 2 episodes
+        mean, _ = evaluate_policy(model, env, n_eval_episodes=2)
+        assert np.isfinite(mean)
+    finally:
+        env.close()
+
+
+def test_vec_monitor_and_frame_stack(algorithm):
+    env = VecFrameStack(VecMonitor(DummyVecEnv([image_env])), n_stack=2)
+    model = tiny_model(algorithm, "CnnPolicy", env, seed=0)
+    assert model.observation_space.shape == (6, 64, 64)
+    model.learn(30)
+    assert len(model.ep_info_buffer) > 0  # VecMonitor reports episodes
+
+
+def test_vec_normalize_on_vectors(algorithm):
+    env = VecNormalize(DummyVecEnv([PointMassEnv]), norm_obs=True, norm_reward=True)
+    model = tiny_model(algorithm, "MlpPolicy", env, seed=0)
+    model.learn(40)
+    # the buffer holds the original observations; they are normalized on sampling
+    assert model.replay_buffer.observations[1, 0, 0] == pytest.approx(
+        -0.5 + 0.1 * model.replay_buffer.actions[1, 0, 0], abs=1e-5
+    )
+
+
+def test_vec_normalize_on_images_is_a_clear_error(algorithm):
+    env = VecNormalize(DummyVecEnv([image_env]), norm_obs=True)
+    with pytest.raises(ValueError, match="norm_obs=False"):
+        tiny_model(algorithm, "CnnPolicy", env)
+
+
+def test_callbacks(algorithm, tmp_path):
+    eval_env = PointMassEnv()
+    eval_callback = EvalCallback(eval_env, eval_freq=25, n_eval_episodes=1, log_path=str(tmp_path / "eval"), warn=False)
+    checkpoint = CheckpointCallback(save_freq=30, save_path=str(tmp_path / "ckpt"), save_replay_buffer=True)
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0)
+    model.learn(60, callback=CallbackList([eval_callback, checkpoint]), progress_bar=True)
+    data = np.load(tmp_path / "eval" / "evaluations.npz")
+    assert list(data["timesteps"]) == [25, 50]
+    files = sorted(os.listdir(tmp_path / "ckpt"))
+    assert "rl_model_30_steps.zip" in files and "rl_model_replay_buffer_30_steps.pkl" in files
+    loaded = algorithm.load(tmp_path / "ckpt" / "rl_model_60_steps.zip")
+    loaded.load_replay_buffer(tmp_path / "ckpt" / "rl_model_replay_buffer_60_steps.pkl")
+    # SB3 calls callbacks before storing the step's transition: the checkpoint at step 60 holds 59 of them
+    assert loaded.replay_buffer.size() == model.replay_buffer.size() - 1
+
+
+def test_callback_returning_false_stops_training(algorithm):
+    class StopAt(BaseCallback):
+        def _on_step(self) -> bool:
+            return self.num_timesteps < 15
+
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0)
+    model.learn(100, callback=StopAt())
+    assert model.num_timesteps == 15
+
+
+def test_stop_on_reward_threshold(algorithm):
+    stop = StopTrainingOnRewardThreshold(reward_threshold=-1e9)
+    eval_callback = EvalCallback(PointMassEnv(), eval_freq=10, n_eval_episodes=1, callback_on_new_best=stop, warn=False)
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0)
+    model.learn(100, callback=eval_callback)
+    assert model.num_timesteps == 10
+
+
+def test_evaluation_does_not_disturb_collection_state(algorithm):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0)
+    model.learn(25)
+    before = tuple(x.clone() for x in model._filter_state)
+    evaluate_policy(model, PointMassEnv(), n_eval_episodes=1)
+    for a, b in zip(before, model._filter_state):
+        assert th.equal(a, b)
+
+
+def test_collection_filters_every_step_with_the_action_taken(algorithm):
+    """During warm-up the belief is advanced with the random action actually taken; episode starts reset it."""
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(max_steps=5), learning_starts=1000, train_freq=1, seed=0)
+    model.learn(7)
+    buffer = model.replay_buffer
+    # last stored row is the transition of step 7, whose action the belief state holds as "previous action"
+    last = buffer.env_pos[0] - 1
+    np.testing.assert_allclose(model._filter_state[2].numpy(), buffer.actions[last], atol=1e-6)
+    assert np.flatnonzero(buffer.is_first[: buffer.env_pos[0], 0]).tolist() == [0, 6]
+    assert not model._last_episode_starts[0]
+    model.learn(3, reset_num_timesteps=False)  # step 10 ends the second episode
+    assert model._last_episode_starts[0]
+
+
+def test_predict_recurrent_state(algorithm):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0)
+    obs = np.array([[0.1, 0.2], [0.3, -0.1]], np.float32)
+    actions, state = model.predict(obs, deterministic=True)
+    assert actions.shape == (2, 1)
+    assert [x.shape for x in state] == [(2, 8), (2, 4), (2, 1)]
+    again, state2 = model.predict(obs, state=state, episode_start=np.array([False, True]), deterministic=True)
+    fresh, fresh_state = model.predict(obs, deterministic=True)
+    # env 1 was reset: same as a fresh start; env 0 continued from its state
+    np.testing.assert_allclose(again[1], fresh[1])
+    np.testing.assert_allclose(state2[0][1], fresh_state[0][1])
+    assert not np.allclose(state2[0][0], fresh_state[0][0])
+    single, single_state = model.predict(obs[0], deterministic=True)
+    assert single.shape == (1,) and single_state[0].shape == (1, 8)
+    with pytest.raises(ValueError, match="state must be"):
+        model.predict(obs, state=(state[0],), deterministic=True)
+
+
+def test_save_load_round_trip(algorithm, tmp_path):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0)
+    model.learn(40)
+    obs = np.array([[0.1, 0.2]], np.float32)
+    _, state = model.predict(obs, deterministic=True)
+    expected, _ = model.predict(obs, state=state, deterministic=True)
+    model.save(tmp_path / "model.zip")
+    loaded = algorithm.load(tmp_path / "model.zip")  # no env needed
+    actual, _ = loaded.predict(obs, state=state, deterministic=True)
+    np.testing.assert_array_equal(actual, expected)
+    for name in model.policy.optimizer_names:
+        saved, restored = getattr(model.policy, name).state_dict(), getattr(loaded.policy, name).state_dict()
+        assert saved["param_groups"] == restored["param_groups"]
+        for key, value in saved["state"].items():
+            for field, tensor in value.items():
+                assert th.equal(tensor, restored["state"][key][field])
+    params = model.get_parameters()
+    assert set(params) == {"policy", *(f"policy.{n}" for n in model.policy.optimizer_names)}
+    fresh = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=1)
+    fresh.set_parameters(params)
+    np.testing.assert_array_equal(fresh.predict(obs, state=state, deterministic=True)[0], expected)
+    loaded.set_env(PointMassEnv())
+    loaded.learn(20, reset_num_timesteps=False)
+    assert loaded.num_timesteps == 60
+
+
+def test_set_env_checks_spaces(algorithm):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0)
+    with pytest.raises(ValueError):
+        model.set_env(PointMassEnv(discrete=True))
+
+
+def test_logger_records_training_metrics(algorithm, tmp_path):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(max_steps=10), seed=0)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(60, log_interval=1)
+    header = (tmp_path / "progress.csv").read_text().splitlines()[0].split(",")
+    expected = {
+        "train/model_loss",
+        "train/reward_log_lik",
+        "train/kl",
+        "train/model_grad_norm",
+        "time/updates_per_s",
+        "train/reconstruction_log_lik/observation",
+        "train/learning_rate",
+    }
+    if algorithm.__name__ == "DreamerV1":
+        expected |= {
+            "train/actor_loss",
+            "train/value_loss",
+            "train/actor_entropy",
+            "train/imagined_return",
+            "train/actor_grad_norm",
+            "train/value_grad_norm",
+        }
+    assert expected <= set(header), expected - set(header)
