@@ -3,7 +3,7 @@
 import pytest
 import torch as th
 
-from sb3_rssm import DreamerV1
+from sb3_rssm import DreamerV1, PlaNet
 
 TINY_WORLD_MODEL = dict(
     stochastic_size=4,
@@ -17,6 +17,7 @@ TINY_WORLD_MODEL = dict(
 )
 TINY = {
     DreamerV1: dict(actor_units=8, actor_layers=1, value_units=8, value_layers=1),
+    PlaNet: dict(planning_horizon=3, num_candidates=16, num_elites=4, cem_iterations=2),
 }
 FAST = dict(learning_starts=20, batch_size=2, sequence_length=4, train_freq=10, gradient_steps=1)
 ALGORITHMS = list(TINY)

@@ -10,6 +10,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 import torch as th
+import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
@@ -51,8 +52,13 @@ class WorldModelPolicy(BasePolicy):
     :param kl_balance_alpha: alpha of the balanced KL
     :param kl_scale: weight of the KL term
     :param reward_scale: weight of the reward log-likelihood
+    :param overshooting_distance: latent overshooting distance (0: off)
+    :param overshooting_kl_scale: weight of the latent-overshooting KL
     :param activation_fn: activation of dense layers
     :param cnn_activation_fn: activation of conv layers
+    :param exploration_noise: exploration of the collection policy (``deterministic=False``): Box actions
+        get Normal(0, exploration_noise) noise, clipped to the bounds; Discrete actions are replaced by a
+        uniformly random one with probability exploration_noise
     :param optimizer_class: optimizer of every network
     :param optimizer_kwargs: keyword arguments of every optimizer (e.g. ``eps``)
     """
@@ -80,12 +86,16 @@ class WorldModelPolicy(BasePolicy):
         kl_balance_alpha: float = 0.8,
         kl_scale: float = 1.0,
         reward_scale: float = 1.0,
+        overshooting_distance: int = 0,
+        overshooting_kl_scale: float = 1.0,
         activation_fn: type[nn.Module] = nn.ELU,
         cnn_activation_fn: type[nn.Module] = nn.ReLU,
+        exploration_noise: float = 0.3,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: Optional[dict[str, Any]] = None,
     ) -> None:
         check_action_space(action_space)
+        self.exploration_noise = exploration_noise
         self._check_observation_kind(observation_space)
         super().__init__(
             observation_space,
@@ -110,6 +120,8 @@ class WorldModelPolicy(BasePolicy):
             kl_balance_alpha=kl_balance_alpha,
             kl_scale=kl_scale,
             reward_scale=reward_scale,
+            overshooting_distance=overshooting_distance,
+            overshooting_kl_scale=overshooting_kl_scale,
             activation_fn=activation_fn,
             cnn_activation_fn=cnn_activation_fn,
         )
@@ -142,7 +154,11 @@ class WorldModelPolicy(BasePolicy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(self.world_model_kwargs)
-        data.update(optimizer_class=self.optimizer_class, optimizer_kwargs=self.optimizer_kwargs)
+        data.update(
+            exploration_noise=self.exploration_noise,
+            optimizer_class=self.optimizer_class,
+            optimizer_kwargs=self.optimizer_kwargs,
+        )
         return data
 
     @property
@@ -168,10 +184,21 @@ class WorldModelPolicy(BasePolicy):
 
     def _act(self, latent: RSSMState, deterministic: bool) -> th.Tensor:
         """
-        Choose actions from the belief, in the normalized action space (Box: [-1, 1]; Discrete: one-hot).
-        ``deterministic=False`` is the collection policy, exploration included.
+        Choose actions from the belief, in the normalized action space (Box: [-1, 1]; Discrete: one-hot),
+        before exploration noise.
         """
         raise NotImplementedError
+
+    def explore(self, action: th.Tensor) -> th.Tensor:
+        """Exploration of the collection policy (see ``exploration_noise``)."""
+        if self.exploration_noise <= 0:
+            return action
+        if isinstance(self.action_space, spaces.Discrete):
+            n = action.shape[-1]
+            random = F.one_hot(th.randint(0, n, action.shape[:1], device=action.device), n).to(action.dtype)
+            replace = th.rand(action.shape[:1], device=action.device) < self.exploration_noise
+            return th.where(replace[:, None], random, action)
+        return th.clamp(action + self.exploration_noise * th.randn_like(action), -1.0, 1.0)
 
     def step(
         self,
@@ -191,6 +218,8 @@ class WorldModelPolicy(BasePolicy):
         latent = self.filter(observation, state, episode_start, sample=not deterministic)
         if action is None:
             action = self._act(latent, deterministic)
+            if not deterministic:
+                action = self.explore(action)
         return action, (latent.deterministic, latent.stochastic, action)
 
     def to_env_action(self, model_action: th.Tensor) -> np.ndarray:

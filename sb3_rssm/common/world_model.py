@@ -10,7 +10,7 @@ from typing import Optional
 import torch as th
 from gymnasium import spaces
 from torch import nn
-from torch.distributions import Bernoulli, Normal
+from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from sb3_rssm.common.networks import ObservationDecoder, ObservationEncoder, mlp
 from sb3_rssm.common.rssm import KL_STRATEGIES, RSSM, RSSMState, kl_loss
@@ -40,6 +40,9 @@ class WorldModel(nn.Module):
     :param kl_scale: weight of the KL term
     :param reward_scale: weight of the reward log-likelihood
     :param continuation_scale: weight of the continuation log-likelihood
+    :param overshooting_distance: latent overshooting (PlaNet): also train open-loop priors up to this many
+        steps ahead towards the posteriors (0 or 1: off)
+    :param overshooting_kl_scale: weight of the latent-overshooting KL term
     :param activation_fn: activation of the dense layers
     :param cnn_activation_fn: activation of the conv layers
     """
@@ -64,6 +67,8 @@ class WorldModel(nn.Module):
         kl_scale: float = 1.0,
         reward_scale: float = 1.0,
         continuation_scale: float = 1.0,
+        overshooting_distance: int = 0,
+        overshooting_kl_scale: float = 1.0,
         activation_fn: type[nn.Module] = nn.ELU,
         cnn_activation_fn: type[nn.Module] = nn.ReLU,
     ) -> None:
@@ -76,6 +81,10 @@ class WorldModel(nn.Module):
         self.kl_scale = kl_scale
         self.reward_scale = reward_scale
         self.continuation_scale = continuation_scale
+        if overshooting_distance < 0:
+            raise ValueError(f"overshooting_distance must be >= 0, got {overshooting_distance}")
+        self.overshooting_distance = overshooting_distance
+        self.overshooting_kl_scale = overshooting_kl_scale
         self.encoder = ObservationEncoder(
             observation_space, cnn_depth, mlp_units, mlp_layers, activation_fn, cnn_activation_fn
         )
@@ -126,6 +135,10 @@ class WorldModel(nn.Module):
         reward_log_lik = Normal(self.reward(features), 1.0).log_prob(batch.rewards.float()).mean()
         kl, kl_raw = kl_loss(posterior, prior, self.kl_strategy, self.free_bits, self.kl_balance_alpha)
         loss = loss - self.reward_scale * reward_log_lik + self.kl_scale * kl
+        if self.overshooting_distance > 1:
+            overshooting = self.overshooting_kl(posterior, batch.actions, batch.is_first)
+            loss = loss + self.overshooting_kl_scale * overshooting
+            metrics["overshooting_kl"] = overshooting.detach()
         if self.continuation_head is not None:
             logits = self.continuation_head(features).squeeze(-1)
             continuation_log_lik = Bernoulli(logits=logits).log_prob(1.0 - batch.terminated.float()).mean()
@@ -140,3 +153,35 @@ class WorldModel(nn.Module):
             model_loss=loss.detach(),
         )
         return loss, metrics, posterior
+
+    def overshooting_kl(self, posterior: RSSMState, actions: th.Tensor, is_first: th.Tensor) -> th.Tensor:
+        """
+        Latent overshooting (Hafner et al., 2019, section 4): from every posterior state, roll the prior
+        open-loop ``d = 2 .. overshooting_distance`` steps and measure ``KL(sg(q_{t+d}) || p(s_{t+d} | s_t, a))``.
+        Distance 1 is the ordinary KL term. Targets past the chunk's end or across an episode start are masked.
+        The free-bits threshold applies per distance, as to the ordinary term.
+
+        :return: the mean over distances of the masked mean KL
+        """
+        batch_size, length = is_first.shape
+        starts = th.arange(length, device=is_first.device)
+        state = posterior.flatten()
+        valid = th.ones(batch_size, length, dtype=th.bool, device=is_first.device)
+        terms = []
+        for distance in range(1, min(self.overshooting_distance, length - 1) + 1):
+            target = (starts + distance).clamp(max=length - 1)
+            step_actions = actions[:, target].reshape(batch_size * length, -1)
+            state = self.rssm.imagine_step(state, step_actions)
+            valid = valid & (starts + distance < length) & ~is_first[:, target].bool()
+            if distance == 1:
+                continue
+            target_posterior = RSSMState(*(x[:, target].reshape(batch_size * length, -1) for x in posterior)).detach()
+            kl = kl_divergence(target_posterior.distribution(), state.distribution()).reshape(batch_size, length)
+            mask = valid.float()
+            term = (kl * mask).sum() / mask.sum().clamp(min=1.0)
+            if self.kl_strategy == "free_bits":
+                term = th.clamp(term, min=self.free_bits)
+            terms.append(term)
+        if not terms:
+            return th.zeros((), device=is_first.device)
+        return th.stack(terms).mean()

@@ -91,8 +91,7 @@ class Actor(nn.Module):
 class DreamerPolicy(WorldModelPolicy):
     """
     World model, actor and value network, each with its own optimizer. Acting: the actor's mode when
-    ``deterministic``; otherwise a sample plus exploration (Box: Normal(0, ``exploration_noise``) noise,
-    clipped to the bounds; Discrete: a uniformly random action with probability ``exploration_noise``).
+    ``deterministic``; otherwise a sample plus exploration noise (``exploration_noise``).
 
     :param actor_units: actor hidden width
     :param actor_layers: actor hidden layers
@@ -100,7 +99,6 @@ class DreamerPolicy(WorldModelPolicy):
     :param value_layers: value hidden layers
     :param actor_init_std: initial std of the tanh-Normal actor
     :param actor_min_std: minimum std of the tanh-Normal actor
-    :param exploration_noise: exploration during collection (see above)
     :param kwargs: world-model arguments of :class:`~sb3_rssm.common.policies.WorldModelPolicy`
     """
 
@@ -115,7 +113,6 @@ class DreamerPolicy(WorldModelPolicy):
         value_layers: int = 3,
         actor_init_std: float = 5.0,
         actor_min_std: float = 1e-4,
-        exploration_noise: float = 0.3,
         optimizer_kwargs: Optional[dict[str, Any]] = None,
         **kwargs: Any,
     ) -> None:
@@ -126,9 +123,7 @@ class DreamerPolicy(WorldModelPolicy):
             value_layers=value_layers,
             actor_init_std=actor_init_std,
             actor_min_std=actor_min_std,
-            exploration_noise=exploration_noise,
         )
-        self.exploration_noise = exploration_noise
         # Adam epsilon of the reference implementation (TensorFlow's default)
         optimizer_kwargs = {"eps": 1e-7} if optimizer_kwargs is None else optimizer_kwargs
         super().__init__(observation_space, action_space, lr_schedule, optimizer_kwargs=optimizer_kwargs, **kwargs)
@@ -164,15 +159,7 @@ class DreamerPolicy(WorldModelPolicy):
         return self.value(features).squeeze(-1)
 
     def _act(self, latent: RSSMState, deterministic: bool) -> th.Tensor:
-        action = self.actor(latent.features, deterministic=deterministic)
-        if deterministic or self.exploration_noise <= 0:
-            return action
-        if self.actor.discrete:
-            n = self.actor.action_size
-            random = F.one_hot(th.randint(0, n, action.shape[:1], device=action.device), n)
-            explore = th.rand(action.shape[:1], device=action.device) < self.exploration_noise
-            return th.where(explore[:, None], random.to(action.dtype), action)
-        return th.clamp(action + self.exploration_noise * th.randn_like(action), -1.0, 1.0)
+        return self.actor(latent.features, deterministic=deterministic)
 
 
 class MlpPolicy(DreamerPolicy):

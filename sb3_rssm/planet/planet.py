@@ -1,0 +1,108 @@
+"""
+PlaNet (Hafner et al., 2019, "Learning Latent Dynamics for Planning from Pixels") as a Stable-Baselines3
+algorithm: a world model learned from replayed sequences, and model-predictive control by the
+cross-entropy method in its latent space.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Optional, Union
+
+import torch as th
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
+
+from sb3_rssm.common.buffers import SequenceReplayBuffer
+from sb3_rssm.common.type_aliases import SequenceSamples
+from sb3_rssm.common.world_model_algorithm import WorldModelAlgorithm
+from sb3_rssm.planet.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, PlaNetPolicy
+
+
+class PlaNet(WorldModelAlgorithm):
+    """
+    PlaNet. Defaults follow the paper: batches of 50 sequences of 50 steps, learning rate 1e-3, Adam
+    epsilon 1e-4, gradient clip 1000, free nats 3, reward loss scale 10, exploration noise 0.3, CEM with
+    horizon 12, 1000 candidates, 100 elites, 10 iterations (``policy_kwargs``). Latent overshooting is
+    available with ``policy_kwargs=dict(overshooting_distance=..., overshooting_kl_scale=...)`` and off by
+    default, as in the paper's final model. The paper's linear learning-rate warm-up can be given as a
+    schedule; action repeat belongs to the env wrapper.
+
+    :param policy: ``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy`` or a :class:`PlaNetPolicy` subclass
+    :param env: environment (Box or Discrete actions)
+    :param learning_rate: world-model learning rate (or schedule)
+    :param buffer_size: replay capacity in steps
+    :param learning_starts: random-action steps before training
+    :param batch_size: sequences per batch
+    :param sequence_length: steps per sequence
+    :param train_freq: steps (per env) between training phases
+    :param gradient_steps: gradient steps per training phase
+    :param max_grad_norm: gradient-norm clip
+    :param max_nonfinite_updates: see :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
+    :param replay_buffer_class: a :class:`~sb3_rssm.common.buffers.SequenceReplayBuffer` subclass
+    :param replay_buffer_kwargs: its keyword arguments
+    :param policy_kwargs: policy keyword arguments (model sizes, CEM settings, KL and overshooting settings)
+    :param stats_window_size: rollout statistics window
+    :param tensorboard_log: TensorBoard folder
+    :param verbose: verbosity
+    :param seed: random seed
+    :param device: torch device
+    :param _init_setup_model: build the networks at construction
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+    policy: PlaNetPolicy
+
+    def __init__(
+        self,
+        policy: Union[str, type[PlaNetPolicy]],
+        env: Union[GymEnv, str, None],
+        learning_rate: Union[float, Schedule] = 1e-3,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 5000,
+        batch_size: int = 50,
+        sequence_length: int = 50,
+        train_freq: Union[int, tuple[int, str]] = (1000, "step"),
+        gradient_steps: int = 100,
+        max_grad_norm: float = 1000.0,
+        max_nonfinite_updates: int = 10,
+        replay_buffer_class: Optional[type[SequenceReplayBuffer]] = None,
+        replay_buffer_kwargs: Optional[dict[str, Any]] = None,
+        policy_kwargs: Optional[dict[str, Any]] = None,
+        stats_window_size: int = 100,
+        tensorboard_log: Optional[str] = None,
+        verbose: int = 0,
+        seed: Optional[int] = None,
+        device: Union[th.device, str] = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            buffer_size=buffer_size,
+            learning_starts=learning_starts,
+            batch_size=batch_size,
+            sequence_length=sequence_length,
+            train_freq=train_freq,
+            gradient_steps=gradient_steps,
+            max_grad_norm=max_grad_norm,
+            max_nonfinite_updates=max_nonfinite_updates,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+        )
+        if _init_setup_model:
+            self._setup_model()
+
+    def _train_step(self, batch: SequenceSamples) -> dict[str, th.Tensor]:
+        _, metrics = self._train_world_model(batch)
+        return metrics
