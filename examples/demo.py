@@ -1,0 +1,106 @@
+"""
+`make demo`: train a small DreamerV1 on Pendulum-v1 for a few minutes, evaluate it against a random
+policy, and show where the TensorBoard logs, the evaluation file and the learning-curve plot went.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import gymnasium as gym
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch as th
+from stable_baselines3.common.callbacks import EvalCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
+
+from sb3_rssm import DreamerV1
+
+SMALL = dict(
+    stochastic_size=16,
+    deterministic_size=64,
+    hidden_size=64,
+    mlp_units=64,
+    reward_units=64,
+    actor_units=64,
+    actor_layers=2,
+    value_units=64,
+    value_layers=2,
+    free_bits=1.0,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--timesteps", type=int, default=6000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--log-dir", default="runs/demo")
+    args = parser.parse_args()
+    th.set_num_threads(min(2, os.cpu_count() or 1))
+    os.makedirs(args.log_dir, exist_ok=True)
+
+    env = Monitor(gym.make("Pendulum-v1"))
+    eval_env = Monitor(gym.make("Pendulum-v1"))
+    model = DreamerV1(
+        "MlpPolicy",
+        env,
+        learning_rate=1e-3,
+        actor_learning_rate=3e-4,
+        value_learning_rate=3e-4,
+        learning_starts=1000,
+        batch_size=16,
+        sequence_length=32,
+        imagination_horizon=15,
+        train_freq=50,
+        gradient_steps=10,
+        policy_kwargs=SMALL,
+        tensorboard_log=os.path.join(args.log_dir, "tensorboard"),
+        seed=args.seed,
+        verbose=1,
+    )
+    eval_callback = EvalCallback(eval_env, eval_freq=1000, n_eval_episodes=3, log_path=args.log_dir, warn=False)
+    start = time.time()
+    model.learn(args.timesteps, callback=eval_callback, progress_bar=True)
+    wall = time.time() - start
+
+    mean, std = evaluate_policy(model, eval_env, n_eval_episodes=5)
+    eval_env.action_space.seed(args.seed)
+    random_returns = []
+    for episode in range(5):
+        eval_env.reset(seed=args.seed + episode)
+        done, total = False, 0.0
+        while not done:
+            _, reward, terminated, truncated, _ = eval_env.step(eval_env.action_space.sample())
+            total, done = total + float(reward), terminated or truncated
+        random_returns.append(total)
+
+    data = np.load(os.path.join(args.log_dir, "evaluations.npz"))
+    plt.figure(figsize=(5, 3.5))
+    plt.plot(data["timesteps"], data["results"].mean(axis=1), marker="o", label="DreamerV1")
+    plt.axhline(np.mean(random_returns), color="gray", linestyle="--", label="random policy")
+    plt.xlabel("env steps")
+    plt.ylabel("eval return")
+    plt.title("DreamerV1 on Pendulum-v1")
+    plt.legend()
+    plt.tight_layout()
+    plot = os.path.join(args.log_dir, "learning_curve.png")
+    plt.savefig(plot, dpi=100)
+
+    model.save(os.path.join(args.log_dir, "dreamer_v1_pendulum"))
+    print()
+    print(f"Trained {args.timesteps} steps in {wall:.0f} s")
+    print(f"Eval return: {mean:.1f} +/- {std:.1f}   (random policy: {np.mean(random_returns):.1f})")
+    print(f"TensorBoard logs: tensorboard --logdir {os.path.join(args.log_dir, 'tensorboard')}")
+    print(f"Evaluations:      {os.path.join(args.log_dir, 'evaluations.npz')}")
+    print(f"Learning curve:   {plot}")
+    print(f"Saved model:      {os.path.join(args.log_dir, 'dreamer_v1_pendulum.zip')}")
+
+
+if __name__ == "__main__":
+    main()

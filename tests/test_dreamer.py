@@ -1,0 +1,90 @@
+"""DreamerV1's own pieces: lambda-returns, the actor, which optimizer moves which network."""
+
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+
+from sb3_rssm import DreamerV1
+from sb3_rssm.common.envs import PointMassEnv
+from sb3_rssm.dreamer.dreamer_v1 import frozen, lambda_return
+from sb3_rssm.dreamer.policies import Actor
+from tests.conftest import tiny_model
+
+
+def test_lambda_return_limits():
+    g = th.Generator().manual_seed(0)
+    rewards, values = th.randn(3, 5, generator=g), th.randn(3, 5, generator=g)
+    discounts, bootstrap = th.full((3, 5), 0.9), th.randn(3, generator=g)
+    # lambda = 1: discounted Monte-Carlo return bootstrapped at the end
+    mc = lambda_return(rewards, values, discounts, bootstrap, 1.0)
+    expected = bootstrap.clone()
+    for t in reversed(range(5)):
+        expected = rewards[:, t] + 0.9 * expected
+        th.testing.assert_close(mc[:, t], expected)
+    # lambda = 0: one-step TD targets
+    td = lambda_return(rewards, values, discounts, bootstrap, 0.0)
+    next_values = th.cat([values[:, 1:], bootstrap[:, None]], 1)
+    th.testing.assert_close(td, rewards + 0.9 * next_values)
+
+
+def test_box_actor_bounds_mode_and_gradient():
+    th.manual_seed(0)
+    actor = Actor(6, spaces.Box(-1, 1, (2,)), units=8, layers=1)
+    features = th.randn(100, 6)
+    distribution = actor.distribution(features)
+    sample = actor.sample(distribution)
+    assert sample.shape == (100, 2) and sample.abs().max() <= 1
+    sample.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.parameters())
+    mode = actor(features, deterministic=True)
+    th.testing.assert_close(mode, actor(features, deterministic=True))
+    assert th.isfinite(actor.entropy(distribution)).all()
+
+
+def test_discrete_actor_straight_through():
+    th.manual_seed(0)
+    actor = Actor(6, spaces.Discrete(4), units=8, layers=1)
+    action = actor(th.randn(50, 6))
+    one_hot = th.nn.functional.one_hot(action.detach().argmax(-1), 4).float()
+    th.testing.assert_close(action.detach(), one_hot)
+    (action * th.arange(4.0)).sum().backward()
+    assert actor.net[-1].weight.grad.abs().sum() > 0  # gradient flows through the one-hot sample
+
+
+def test_frozen_lets_gradient_through_but_not_into_weights():
+    layer, x = th.nn.Linear(3, 3), th.randn(2, 3, requires_grad=True)
+    with frozen(layer):
+        layer(x).sum().backward()
+    assert x.grad is not None and layer.weight.grad is None
+    assert layer.weight.requires_grad
+
+
+@pytest.mark.parametrize("which", ["world_model", "actor", "value"])
+def test_each_optimizer_moves_only_its_network(which):
+    zero = {"learning_rate": 0.0, "actor_learning_rate": 0.0, "value_learning_rate": 0.0}
+    key = {"world_model": "learning_rate", "actor": "actor_learning_rate", "value": "value_learning_rate"}[which]
+    model = tiny_model(DreamerV1, "MlpPolicy", PointMassEnv(), seed=0, **{**zero, key: 1e-2})
+    model.learn(30)
+    policy = model.policy
+    nets = {"world_model": policy.world_model, "actor": policy.actor, "value": policy.value}
+    before = {name: [p.detach().clone() for p in net.parameters()] for name, net in nets.items()}
+    model.train(gradient_steps=2, batch_size=2)
+    for name, net in nets.items():
+        changed = any(not th.equal(a, b) for a, b in zip(before[name], net.parameters()))
+        assert changed == (name == which), f"{name} changed={changed} when only {which} may learn"
+
+
+def test_actor_gradient_flows_through_imagined_dynamics():
+    model = tiny_model(DreamerV1, "MlpPolicy", PointMassEnv(), seed=0)
+    model.learn(30)
+    batch = model.replay_buffer.sample(2)
+    _, _, posterior = model.policy.world_model.loss(batch)
+    model.policy.zero_grad(set_to_none=True)
+    with frozen(model.policy.world_model, model.policy.value):
+        _, returns, weights, _ = model.imagine(posterior.detach().flatten())
+        (-(weights * returns).mean()).backward()
+    # the first action only affects returns through the dynamics, so a non-zero gradient proves the path
+    assert all(p.grad is not None for p in model.policy.actor.parameters())
+    assert all(p.grad is None for p in model.policy.world_model.parameters())
+    assert np.isfinite(returns.detach().numpy()).all()
