@@ -272,3 +272,40 @@ def test_logger_records_training_metrics(algorithm, tmp_path):
             "train/value_grad_norm",
         }
     assert expected <= set(header), expected - set(header)
+
+
+def test_open_loop_prediction_image_logged(algorithm):
+    from stable_baselines3.common.logger import Image, KVWriter, Logger
+
+    class Capture(KVWriter):
+        def __init__(self):
+            self.images = {}
+
+        def write(self, key_values, key_excluded, step=0):
+            self.images.update({k: v for k, v in key_values.items() if isinstance(v, Image)})
+
+    capture = Capture()
+    model = tiny_model(algorithm, "CnnPolicy", image_env(), log_prediction_interval=1, sequence_length=8, seed=0)
+    model.set_logger(Logger(None, [capture]))
+    model.learn(40, log_interval=1)  # trains at step 30, dumps the logs at the episode end at step 40
+    image = capture.images["train/open_loop"]
+    # rows: real, predicted, error for 2 sequences of 64 pixels; columns: 8 steps of 64 pixels
+    assert image.image.shape == (3 * 2 * 64, 8 * 64, 3) and image.dataformats == "HWC"
+    assert 0 <= image.image.min() and image.image.max() <= 1
+
+
+def test_load_replay_buffer_checks(algorithm, tmp_path):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0)
+    model.learn(20)
+    model.save_replay_buffer(tmp_path / "buffer.pkl")
+    other = tiny_model(algorithm, "MlpPolicy", PointMassEnv(discrete=True), seed=0)
+    with pytest.raises(ValueError, match="action space"):
+        other.load_replay_buffer(tmp_path / "buffer.pkl")
+    data = (tmp_path / "buffer.pkl").read_bytes()
+    (tmp_path / "truncated.pkl").write_bytes(data[: len(data) // 2])
+    before = model.replay_buffer
+    with pytest.raises(ValueError, match="truncated"):
+        model.load_replay_buffer(tmp_path / "truncated.pkl")
+    assert model.replay_buffer is before  # a failed load leaves the buffer in place
+    model.load_replay_buffer(tmp_path / "buffer.pkl")
+    np.testing.assert_array_equal(model.replay_buffer.observations, before.observations)

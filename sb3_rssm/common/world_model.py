@@ -185,3 +185,22 @@ class WorldModel(nn.Module):
         if not terms:
             return th.zeros((), device=is_first.device)
         return th.stack(terms).mean()
+
+    @th.no_grad()
+    def open_loop_prediction(self, batch: SequenceSamples, context: int = 5) -> dict[str, th.Tensor]:
+        """
+        Reconstruct the first ``context`` steps from the posterior, then predict the rest open-loop with the
+        prior and the real actions (Dreamer's video prediction). Episode starts after the context are ignored.
+
+        :return: per image key, predictions in [0, 1] of shape (batch, time, C, H, W)
+        """
+        embeds = self.encoder(batch.observations)
+        context = min(context, embeds.shape[1])
+        posterior, _ = self.rssm.observe(embeds[:, :context], batch.actions[:, :context], batch.is_first[:, :context])
+        features = [posterior.features]
+        if context < embeds.shape[1]:
+            last = RSSMState(*(x[:, -1] for x in posterior))
+            imagined, _ = self.rssm.imagine(last, batch.actions[:, context:])
+            features.append(imagined.features)
+        decoded = self.decoder(th.cat(features, dim=1))
+        return {key: (decoded[key] + 0.5).clamp(0.0, 1.0) for key in self.decoder.image_keys}

@@ -7,6 +7,9 @@ collection step, a sequence replay buffer, episode starts tracked per step, and 
 
 from __future__ import annotations
 
+import io
+import pathlib
+import pickle
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -16,8 +19,10 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.logger import Image
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.save_util import load_from_pkl
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 
@@ -53,6 +58,9 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
     :param max_grad_norm: global gradient-norm clip of every optimizer
     :param max_nonfinite_updates: stop with an error after this many updates in a row with a
         non-finite loss or gradient (each is skipped, parameters untouched)
+    :param log_prediction_interval: for image observations, log an open-loop prediction strip (real frames,
+        reconstructions of 5 context frames then open-loop predictions, error) as the TensorBoard image
+        ``train/open_loop`` every this many updates (0: never)
     :param replay_buffer_class: a :class:`SequenceReplayBuffer` subclass
     :param replay_buffer_kwargs: its extra keyword arguments
     :param policy_kwargs: keyword arguments of the policy (every model size)
@@ -80,6 +88,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         gradient_steps: int = 100,
         max_grad_norm: float = 100.0,
         max_nonfinite_updates: int = 10,
+        log_prediction_interval: int = 1000,
         replay_buffer_class: Optional[type[SequenceReplayBuffer]] = None,
         replay_buffer_kwargs: Optional[dict[str, Any]] = None,
         policy_kwargs: Optional[dict[str, Any]] = None,
@@ -120,6 +129,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         self.sequence_length = sequence_length
         self.max_grad_norm = max_grad_norm
         self.max_nonfinite_updates = max_nonfinite_updates
+        self.log_prediction_interval = log_prediction_interval
         self._filter_state: Optional[RecurrentState] = None
         self._nonfinite_in_a_row = 0
         self._first_nonfinite: Optional[str] = None
@@ -136,6 +146,41 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         self.replay_buffer_kwargs = {"sequence_length": self.sequence_length, **self.replay_buffer_kwargs}
         super()._setup_model()
         self._filter_state = None
+
+    def load_replay_buffer(self, path: Union[str, pathlib.Path, io.BufferedIOBase], truncate_last_traj: bool = True) -> None:
+        """
+        Load a replay buffer saved by ``save_replay_buffer``, after checking that it fits this model (a
+        :class:`SequenceReplayBuffer` with the same spaces and number of env streams). The file is a pickle:
+        load only files you trust.
+
+        :param path: path of the pickled buffer
+        :param truncate_last_traj: unused (kept for SB3's signature); unfinished episodes are continued or
+            cut by the episode-start flags
+        """
+        try:
+            buffer = load_from_pkl(path, self.verbose)
+        except (EOFError, pickle.UnpicklingError, ValueError, AttributeError, ImportError) as error:
+            raise ValueError(
+                f"Could not read a replay buffer from {path!r}: the file is truncated or not a pickle ({error})."
+            ) from error
+        if not isinstance(buffer, SequenceReplayBuffer):
+            raise ValueError(
+                f"{path!r} holds a {type(buffer).__name__}, not a SequenceReplayBuffer: "
+                "it was not saved by a world-model agent."
+            )
+        mismatches = [
+            f"{name}: buffer {theirs} vs model {ours}"
+            for name, theirs, ours in (
+                ("observation space", buffer.observation_space, self.observation_space),
+                ("action space", buffer.action_space, self.action_space),
+                ("n_envs", buffer.n_envs, self.n_envs),
+            )
+            if theirs != ours
+        ]
+        if mismatches:
+            raise ValueError(f"The replay buffer in {path!r} does not fit this model: " + "; ".join(mismatches))
+        buffer.device = self.device
+        self.replay_buffer = buffer
 
     def _excluded_save_params(self) -> list[str]:
         # the belief state belongs to the collection env's current episodes, not to the model
@@ -272,6 +317,8 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
                 self._first_nonfinite = None
             for key, value in metrics.items():
                 sums[key].append(value)
+            if self.log_prediction_interval > 0 and self._n_updates % self.log_prediction_interval == 0:
+                self._log_open_loop(batch)
         elapsed = time.perf_counter() - start
         self.policy.set_training_mode(False)
         for key, values in sums.items():
@@ -279,6 +326,28 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/skipped_updates", skipped)
         self.logger.record("time/updates_per_s", gradient_steps / max(elapsed, 1e-9))
+
+    def _log_open_loop(self, batch: SequenceSamples, n_sequences: int = 4) -> None:
+        world_model = self.policy.world_model
+        if not world_model.decoder.image_keys:
+            return
+        observations = batch.observations
+        head = (
+            {k: v[:n_sequences] for k, v in observations.items()}
+            if isinstance(observations, dict)
+            else observations[:n_sequences]
+        )
+        small = SequenceSamples(head, *(x[:n_sequences] for x in batch[1:]))
+        predictions = world_model.open_loop_prediction(small)
+        for key, predicted in predictions.items():
+            real = (observations[key] if isinstance(observations, dict) else observations)[:n_sequences].float() / 255.0
+            error = (predicted - real + 1.0) / 2.0
+            # rows: (real, predicted, error) per sequence; columns: time steps
+            rows = th.stack([real, predicted, error], dim=1).flatten(0, 1)  # (3 * n, T, C, H, W)
+            rows = rows[:, :, :3] if rows.shape[2] >= 3 else rows[:, :, :1].expand(-1, -1, 3, -1, -1)
+            strip = rows.permute(0, 3, 1, 4, 2).flatten(2, 3).flatten(0, 1)  # (3n * H, T * W, 3)
+            name = "train/open_loop" if key == "observation" else f"train/open_loop/{key}"
+            self.logger.record(name, Image(strip.cpu().numpy(), "HWC"), exclude=("stdout", "log", "json", "csv"))
 
     def predict(
         self,
@@ -293,4 +362,3 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         (Collection inside ``learn()`` keeps its own state, so evaluation never disturbs it.)
         """
         return self.policy.predict(observation, state, episode_start, deterministic)
-

@@ -84,6 +84,7 @@ class DreamerV1(WorldModelAlgorithm):
     :param gradient_steps: gradient steps per training phase
     :param max_grad_norm: gradient-norm clip of each optimizer
     :param max_nonfinite_updates: see :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
+    :param log_prediction_interval: updates between open-loop prediction images (image observations; 0: never)
     :param replay_buffer_class: a :class:`~sb3_rssm.common.buffers.SequenceReplayBuffer` subclass
     :param replay_buffer_kwargs: its keyword arguments
     :param policy_kwargs: policy keyword arguments (all model sizes, ``exploration_noise``, KL settings)
@@ -120,6 +121,7 @@ class DreamerV1(WorldModelAlgorithm):
         gradient_steps: int = 100,
         max_grad_norm: float = 100.0,
         max_nonfinite_updates: int = 10,
+        log_prediction_interval: int = 1000,
         replay_buffer_class: Optional[type[SequenceReplayBuffer]] = None,
         replay_buffer_kwargs: Optional[dict[str, Any]] = None,
         policy_kwargs: Optional[dict[str, Any]] = None,
@@ -142,6 +144,7 @@ class DreamerV1(WorldModelAlgorithm):
             gradient_steps=gradient_steps,
             max_grad_norm=max_grad_norm,
             max_nonfinite_updates=max_nonfinite_updates,
+            log_prediction_interval=log_prediction_interval,
             replay_buffer_class=replay_buffer_class,
             replay_buffer_kwargs=replay_buffer_kwargs,
             policy_kwargs=policy_kwargs,
