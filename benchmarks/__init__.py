@@ -1,0 +1,1 @@
+"""Benchmarks: timings and learning runs that are too long for the test suite."""
