@@ -201,6 +201,11 @@ class DreamerV1(WorldModelAlgorithm):
 
     def _train_step(self, batch: SequenceSamples) -> dict[str, th.Tensor]:
         posterior, metrics = self._train_world_model(batch)
+        metrics.update(self._train_behavior(posterior))
+        return metrics
+
+    def _train_behavior(self, posterior: RSSMState) -> dict[str, th.Tensor]:
+        """One actor and one value step on imagined rollouts from every (detached) posterior state."""
         policy = self.policy
         # the actor's gradient flows through the model and the value net, but only the actor is updated
         with frozen(policy.world_model, policy.value):
@@ -210,7 +215,7 @@ class DreamerV1(WorldModelAlgorithm):
         value_prediction = policy.predict_value(features[:, :-1].detach())
         value_loss = -(weights * Normal(value_prediction, 1.0).log_prob(returns.detach())).mean()
         value_grad_norm = self._apply_gradients("value", value_loss, policy.value_optimizer, policy.value.parameters())
-        metrics.update(
+        metrics = dict(
             actor_loss=actor_loss.detach(),
             value_loss=value_loss.detach(),
             actor_entropy=entropy.mean(),
