@@ -16,24 +16,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch as th
+
+# the Pendulum-v1 preset of the learning benchmark (examples/benchmark.py, beside this file)
+from benchmark import PRESETS
 from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
 from sb3_rssm import DreamerV1
-
-SMALL = dict(
-    stochastic_size=16,
-    deterministic_size=64,
-    hidden_size=64,
-    mlp_units=64,
-    reward_units=64,
-    actor_units=64,
-    actor_layers=2,
-    value_units=64,
-    value_layers=2,
-    free_bits=1.0,
-)
 
 
 def main() -> None:
@@ -50,16 +40,7 @@ def main() -> None:
     model = DreamerV1(
         "MlpPolicy",
         env,
-        learning_rate=1e-3,
-        actor_learning_rate=3e-4,
-        value_learning_rate=3e-4,
-        learning_starts=1000,
-        batch_size=16,
-        sequence_length=32,
-        imagination_horizon=15,
-        train_freq=50,
-        gradient_steps=10,
-        policy_kwargs=SMALL,
+        **PRESETS[("dreamer_v1", "Pendulum-v1")],
         tensorboard_log=os.path.join(args.log_dir, "tensorboard"),
         seed=args.seed,
         verbose=1,

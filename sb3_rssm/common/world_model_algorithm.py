@@ -133,6 +133,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         self._filter_state: Optional[RecurrentState] = None
         self._nonfinite_in_a_row = 0
         self._first_nonfinite: Optional[str] = None
+        self._skipped_this_step = False
 
     @staticmethod
     def _check_env_spaces(env: Any) -> None:

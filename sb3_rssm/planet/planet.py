@@ -24,8 +24,9 @@ class PlaNet(WorldModelAlgorithm):
     epsilon 1e-4, gradient clip 1000, free nats 3, reward loss scale 10, exploration noise 0.3, CEM with
     horizon 12, 1000 candidates, 100 elites, 10 iterations (``policy_kwargs``). Latent overshooting is
     available with ``policy_kwargs=dict(overshooting_distance=..., overshooting_kl_scale=...)`` and off by
-    default, as in the paper's final model. The paper's linear learning-rate warm-up can be given as a
-    schedule; action repeat belongs to the env wrapper.
+    default, as in the paper's final model. The paper's linear learning-rate warm-up over 10k updates is
+    not built in (SB3 schedules take the remaining progress, which can approximate it); action repeat
+    belongs to the env wrapper.
 
     :param policy: ``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy`` or a :class:`PlaNetPolicy` subclass
     :param env: environment (Box or Discrete actions)
