@@ -28,7 +28,7 @@ from sb3_rssm import DreamerV1
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--timesteps", type=int, default=6000)
+    parser.add_argument("--timesteps", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-dir", default="runs/demo")
     args = parser.parse_args()
@@ -45,7 +45,7 @@ def main() -> None:
         seed=args.seed,
         verbose=1,
     )
-    eval_callback = EvalCallback(eval_env, eval_freq=1000, n_eval_episodes=3, log_path=args.log_dir, warn=False)
+    eval_callback = EvalCallback(eval_env, eval_freq=2000, n_eval_episodes=3, log_path=args.log_dir, warn=False)
     start = time.time()
     model.learn(args.timesteps, callback=eval_callback, progress_bar=True)
     wall = time.time() - start
