@@ -309,3 +309,33 @@ def test_load_replay_buffer_checks(algorithm, tmp_path):
     assert model.replay_buffer is before  # a failed load leaves the buffer in place
     model.load_replay_buffer(tmp_path / "buffer.pkl")
     np.testing.assert_array_equal(model.replay_buffer.observations, before.observations)
+
+
+def test_same_seed_same_updates_different_seed_differs(algorithm):
+    def parameters_after_training(seed):
+        model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=seed)
+        model.learn(40)
+        assert model._n_updates > 0
+        return th.cat([p.detach().flatten() for p in model.policy.parameters()])
+
+    first, again, other = parameters_after_training(0), parameters_after_training(0), parameters_after_training(1)
+    assert th.equal(first, again)
+    assert not th.allclose(first, other)
+
+
+def test_non_finite_update_is_skipped_then_stops(algorithm):
+    from stable_baselines3.common.logger import Logger
+
+    from sb3_rssm.common.world_model_algorithm import NonFiniteUpdateError
+
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), max_nonfinite_updates=3, seed=0)
+    model.learn(30)
+    before = [p.detach().clone() for p in model.policy.world_model.parameters()]
+    model.replay_buffer.rewards[:] = np.nan  # the world-model loss becomes NaN; Dreamer's actor and value stay finite
+    model.set_logger(Logger(None, []))
+    model.train(gradient_steps=2, batch_size=2)
+    assert model.logger.name_to_value["train/skipped_updates"] == 2
+    for a, b in zip(before, model.policy.world_model.parameters()):
+        assert th.equal(a, b), "a non-finite update must not touch the parameters"
+    with pytest.raises(NonFiniteUpdateError, match="world model loss at update"):
+        model.train(gradient_steps=2, batch_size=2)

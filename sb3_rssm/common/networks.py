@@ -170,5 +170,5 @@ class ObservationDecoder(nn.Module):
         out = {}
         for key, mean in self.forward(features).items():
             target = preprocess_image(obs[key]) if key in self.image_keys else obs[key].float().reshape(mean.shape)
-            out[key] = Independent(Normal(mean, 1.0), len(self.shapes[key])).log_prob(target)
+            out[key] = Independent(Normal(mean, 1.0, validate_args=False), len(self.shapes[key])).log_prob(target)
         return out

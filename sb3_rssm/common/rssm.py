@@ -48,7 +48,8 @@ class RSSMState(NamedTuple):
 
     def distribution(self) -> Independent:
         """Diagonal Gaussian over the stochastic part, event dimension = latent dims."""
-        return Independent(Normal(self.mean, self.std), 1)
+        # no argument validation: non-finite values must reach the non-finite update check, not raise here
+        return Independent(Normal(self.mean, self.std, validate_args=False), 1, validate_args=False)
 
     def detach(self) -> RSSMState:
         return RSSMState(*(x.detach() for x in self))

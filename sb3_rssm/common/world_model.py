@@ -132,7 +132,7 @@ class WorldModel(nn.Module):
             log_lik = log_lik.mean()
             metrics[f"reconstruction_log_lik/{key}"] = log_lik.detach()
             loss = loss - log_lik
-        reward_log_lik = Normal(self.reward(features), 1.0).log_prob(batch.rewards.float()).mean()
+        reward_log_lik = Normal(self.reward(features), 1.0, validate_args=False).log_prob(batch.rewards.float()).mean()
         kl, kl_raw = kl_loss(posterior, prior, self.kl_strategy, self.free_bits, self.kl_balance_alpha)
         loss = loss - self.reward_scale * reward_log_lik + self.kl_scale * kl
         if self.overshooting_distance > 1:
@@ -141,7 +141,9 @@ class WorldModel(nn.Module):
             metrics["overshooting_kl"] = overshooting.detach()
         if self.continuation_head is not None:
             logits = self.continuation_head(features).squeeze(-1)
-            continuation_log_lik = Bernoulli(logits=logits).log_prob(1.0 - batch.terminated.float()).mean()
+            continuation_log_lik = (
+                Bernoulli(logits=logits, validate_args=False).log_prob(1.0 - batch.terminated.float()).mean()
+            )
             loss = loss - self.continuation_scale * continuation_log_lik
             metrics["continuation_log_lik"] = continuation_log_lik.detach()
         metrics.update(

@@ -213,7 +213,7 @@ class DreamerV1(WorldModelAlgorithm):
             actor_loss = -(weights * returns).mean()
         actor_grad_norm = self._apply_gradients("actor", actor_loss, policy.actor_optimizer, policy.actor.parameters())
         value_prediction = policy.predict_value(features[:, :-1].detach())
-        value_loss = -(weights * Normal(value_prediction, 1.0).log_prob(returns.detach())).mean()
+        value_loss = -(weights * Normal(value_prediction, 1.0, validate_args=False).log_prob(returns.detach())).mean()
         value_grad_norm = self._apply_gradients("value", value_loss, policy.value_optimizer, policy.value.parameters())
         metrics = dict(
             actor_loss=actor_loss.detach(),

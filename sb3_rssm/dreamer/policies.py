@@ -58,11 +58,14 @@ class Actor(nn.Module):
     def distribution(self, features: th.Tensor) -> Distribution:
         out = self.net(features)
         if self.discrete:
-            return OneHotCategorical(logits=out)
+            return OneHotCategorical(logits=out, validate_args=False)
         mean, std = out.chunk(2, dim=-1)
         mean = self.mean_scale * th.tanh(mean / self.mean_scale)
         std = F.softplus(std + self.raw_init_std) + self.min_std
-        return Independent(TransformedDistribution(Normal(mean, std), TanhTransform(cache_size=1)), 1)
+        normal = Normal(mean, std, validate_args=False)
+        return Independent(
+            TransformedDistribution(normal, TanhTransform(cache_size=1), validate_args=False), 1, validate_args=False
+        )
 
     def mode(self, distribution: Distribution) -> th.Tensor:
         if self.discrete:
