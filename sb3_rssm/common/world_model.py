@@ -146,14 +146,15 @@ class WorldModel(nn.Module):
             )
             loss = loss - self.continuation_scale * continuation_log_lik
             metrics["continuation_log_lik"] = continuation_log_lik.detach()
-        metrics.update(
-            reward_log_lik=reward_log_lik.detach(),
-            kl=kl_raw,
-            kl_loss=kl.detach(),
-            posterior_entropy=posterior.distribution().entropy().mean().detach(),
-            prior_entropy=prior.distribution().entropy().mean().detach(),
-            model_loss=loss.detach(),
-        )
+        with th.no_grad():  # logging only: no graph for these on the update's hot path
+            metrics.update(
+                reward_log_lik=reward_log_lik.detach(),
+                kl=kl_raw,
+                kl_loss=kl.detach(),
+                posterior_entropy=posterior.distribution().entropy().mean(),
+                prior_entropy=prior.distribution().entropy().mean(),
+                model_loss=loss.detach(),
+            )
         return loss, metrics, posterior
 
     def overshooting_kl(self, posterior: RSSMState, actions: th.Tensor, is_first: th.Tensor) -> th.Tensor:

@@ -24,7 +24,7 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.save_util import load_from_pkl
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
+from stable_baselines3.common.utils import update_learning_rate
 
 from sb3_rssm.common.buffers import SequenceReplayBuffer
 from sb3_rssm.common.policies import RecurrentState, WorldModelPolicy
@@ -193,10 +193,6 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
     def _optimizer_schedules(self) -> list[tuple[str, th.optim.Optimizer, Schedule]]:
         """(log name, optimizer, learning-rate schedule) of every optimizer."""
         return [("learning_rate", self.policy.world_model_optimizer, self.lr_schedule)]
-
-    @staticmethod
-    def _schedule(value: Union[float, Schedule]) -> Schedule:
-        return FloatSchedule(value)
 
     def _update_learning_rates(self) -> None:
         for name, optimizer, schedule in self._optimizer_schedules():

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Optional, Union
 import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import update_learning_rate
+from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from torch import nn
 from torch.distributions import Normal
 
@@ -170,8 +170,8 @@ class DreamerV1(WorldModelAlgorithm):
     def _optimizer_schedules(self) -> list[tuple[str, th.optim.Optimizer, Schedule]]:
         return [
             *super()._optimizer_schedules(),
-            ("actor_learning_rate", self.policy.actor_optimizer, self._schedule(self.actor_learning_rate)),
-            ("value_learning_rate", self.policy.value_optimizer, self._schedule(self.value_learning_rate)),
+            ("actor_learning_rate", self.policy.actor_optimizer, FloatSchedule(self.actor_learning_rate)),
+            ("value_learning_rate", self.policy.value_optimizer, FloatSchedule(self.value_learning_rate)),
         ]
 
     def imagine(self, start: RSSMState) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
