@@ -20,20 +20,9 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
+from benchmarks.machine import matmul_flops_per_s
 from sb3_rssm.common.planning import CEMPlanner
 from sb3_rssm.common.world_model import WorldModel
-
-
-def matmul_flops_per_s(size: int = 2048, repeats: int = 5) -> float:
-    """Dense fp32 matmul throughput of this machine with the current torch thread count."""
-    a, b = th.randn(size, size), th.randn(size, size)
-    th.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        th.mm(a, b)
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times)
 
 
 def linear_macs(module: th.nn.Module) -> int:

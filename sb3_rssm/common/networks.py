@@ -21,12 +21,26 @@ from sb3_rssm.common.spaces import IMAGE_SIZE, split_observation_space
 ObsTensor = Union[th.Tensor, dict[str, th.Tensor]]
 
 
+def make_activation(activation_fn: type[nn.Module]) -> nn.Module:
+    """
+    An instance of ``activation_fn``, in place where the class supports it (ReLU, ELU, SiLU, ...).
+
+    Every activation here follows a dense or conv layer whose output nothing else keeps, and these
+    activations' backward passes need only their result, so working in place saves one tensor
+    allocation and one pass over memory per layer without changing any value or gradient.
+    """
+    try:
+        return activation_fn(inplace=True)
+    except TypeError:
+        return activation_fn()
+
+
 def mlp(input_size: int, output_size: int, units: int, layers: int, activation_fn: type[nn.Module]) -> nn.Sequential:
     """``layers`` hidden dense layers of ``units`` with ``activation_fn``, then a linear output."""
     modules: list[nn.Module] = []
     size = input_size
     for _ in range(layers):
-        modules += [nn.Linear(size, units), activation_fn()]
+        modules += [nn.Linear(size, units), make_activation(activation_fn)]
         size = units
     modules.append(nn.Linear(size, output_size))
     return nn.Sequential(*modules)
@@ -52,7 +66,7 @@ class ConvEncoder(nn.Module):
         layers: list[nn.Module] = []
         channels = in_channels
         for mult in (1, 2, 4, 8):
-            layers += [nn.Conv2d(channels, depth * mult, kernel_size=4, stride=2), activation_fn()]
+            layers += [nn.Conv2d(channels, depth * mult, kernel_size=4, stride=2), make_activation(activation_fn)]
             channels = depth * mult
         self.net = nn.Sequential(*layers)
         self.output_size = depth * 8 * 2 * 2
@@ -75,11 +89,11 @@ class ConvDecoder(nn.Module):
         self.dense = nn.Linear(feature_size, 32 * depth)
         self.net = nn.Sequential(
             nn.ConvTranspose2d(32 * depth, 4 * depth, kernel_size=5, stride=2),
-            activation_fn(),
+            make_activation(activation_fn),
             nn.ConvTranspose2d(4 * depth, 2 * depth, kernel_size=5, stride=2),
-            activation_fn(),
+            make_activation(activation_fn),
             nn.ConvTranspose2d(2 * depth, depth, kernel_size=6, stride=2),
-            activation_fn(),
+            make_activation(activation_fn),
             nn.ConvTranspose2d(depth, out_channels, kernel_size=6, stride=2),
         )
 
@@ -121,7 +135,7 @@ class ObservationEncoder(nn.Module):
         )
         self.vector_size = sum(int(np.prod(space.shape)) for space in vectors.values())
         self.mlp = mlp(self.vector_size, mlp_units, mlp_units, mlp_layers - 1, activation_fn) if vectors else None
-        self.mlp_activation = activation_fn() if vectors else None
+        self.mlp_activation = make_activation(activation_fn) if vectors else None
         self.output_size = sum(cnn.output_size for cnn in self.cnns.values()) + (mlp_units if vectors else 0)
 
     def forward(self, observations: ObsTensor) -> th.Tensor:

