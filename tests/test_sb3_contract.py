@@ -153,8 +153,9 @@ def test_callbacks(algorithm, tmp_path):
     assert "rl_model_30_steps.zip" in files and "rl_model_replay_buffer_30_steps.pkl" in files
     loaded = algorithm.load(tmp_path / "ckpt" / "rl_model_60_steps.zip")
     loaded.load_replay_buffer(tmp_path / "ckpt" / "rl_model_replay_buffer_60_steps.pkl")
-    # SB3 calls callbacks before storing the step's transition: the checkpoint at step 60 holds 59 of them
-    assert loaded.replay_buffer.size() == model.replay_buffer.size() - 1
+    # callbacks run after the step is stored: the checkpoint at step 60 holds all of it
+    assert loaded.num_timesteps == 60
+    assert loaded.replay_buffer.size() == model.replay_buffer.size()
 
 
 def test_callback_returning_false_stops_training(algorithm):

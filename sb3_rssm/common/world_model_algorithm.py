@@ -11,30 +11,40 @@ import io
 import pathlib
 import pickle
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any, Optional, Union
+from typing import Any, ClassVar, Optional, TypeVar, Union
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Image
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.save_util import load_from_pkl
-from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import update_learning_rate
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, RolloutReturn, Schedule, TrainFreq, TrainFrequencyUnit
+from stable_baselines3.common.utils import should_collect_more_steps, update_learning_rate
+from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_rssm.common.buffers import SequenceReplayBuffer
+from sb3_rssm.common.checkpoint import SavePath, capture_rng_state, read_saved_data, restore_rng_state
 from sb3_rssm.common.policies import RecurrentState, WorldModelPolicy
 from sb3_rssm.common.rssm import RSSMState
 from sb3_rssm.common.spaces import actions_to_model, check_action_space, split_observation_space
 from sb3_rssm.common.type_aliases import SequenceSamples
 
+SelfWorldModelAlgorithm = TypeVar("SelfWorldModelAlgorithm", bound="WorldModelAlgorithm")
+
 
 class NonFiniteUpdateError(RuntimeError):
     """Training produced non-finite losses or gradients too many updates in a row."""
+
+
+class EnvWorkerError(RuntimeError):
+    """An env running in another process (e.g. in ``SubprocVecEnv``) stopped answering while stepping."""
 
 
 class WorldModelAlgorithm(OffPolicyAlgorithm):
@@ -74,6 +84,8 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
 
     policy: WorldModelPolicy
     replay_buffer: SequenceReplayBuffer
+    #: every policy of this algorithm subclasses it; ``load`` refuses files saved with another policy
+    policy_base: ClassVar[type[WorldModelPolicy]] = WorldModelPolicy
 
     def __init__(
         self,
@@ -134,6 +146,10 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         self._nonfinite_in_a_row = 0
         self._first_nonfinite: Optional[str] = None
         self._skipped_this_step = False
+        # gradient steps that the last finished collection phase still owes (saved with the model, see learn)
+        self._pending_gradient_steps = 0
+        # generator states, only set while a save writes them and while a load restores them
+        self._rng_state: Optional[dict[str, Any]] = None
 
     @staticmethod
     def _check_env_spaces(env: Any) -> None:
@@ -190,6 +206,61 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", *(f"policy.{name}" for name in self.policy.optimizer_names)], []
 
+    def save(
+        self,
+        path: SavePath,
+        exclude: Optional[Iterable[str]] = None,
+        include: Optional[Iterable[str]] = None,
+    ) -> None:
+        """
+        Save the model as SB3 does, plus the state of the random generators (Python, NumPy, torch, the
+        action space): a seeded run resumed from this file draws the same numbers as one never stopped.
+
+        :param path: path of the zip, or an open binary file
+        :param exclude: attributes not to save, on top of the default ones
+        :param include: attributes to save even if excluded by default
+        """
+        self._rng_state = capture_rng_state(self.action_space)
+        try:
+            super().save(path, exclude, include)
+        finally:
+            self._rng_state = None
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfWorldModelAlgorithm],
+        path: SavePath,
+        env: Optional[GymEnv] = None,
+        device: Union[th.device, str] = "auto",
+        custom_objects: Optional[dict[str, Any]] = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfWorldModelAlgorithm:
+        """
+        Load a model saved by :meth:`save`. Before SB3 builds anything, the file is checked: a missing,
+        truncated or corrupt file, a zip that is not an SB3 model, or a model of another algorithm gets a
+        ``FileNotFoundError`` / ``ValueError`` that says so. An ``env`` whose spaces differ from the saved
+        ones is refused by SB3 with a ``ValueError`` naming both. When the model was seeded, the random
+        generators are put back as they were at the save (SB3 alone would reseed them from ``seed``).
+
+        Parameters: as :meth:`stable_baselines3.common.base_class.BaseAlgorithm.load`.
+        """
+        data = read_saved_data(path, custom_objects)
+        policy_class = data.get("policy_class")
+        if not (isinstance(policy_class, type) and issubclass(policy_class, cls.policy_base)):
+            name = getattr(policy_class, "__qualname__", repr(policy_class))
+            module = getattr(policy_class, "__module__", "?")
+            raise ValueError(
+                f"{path!r} holds a model whose policy is {module}.{name}, not a {cls.policy_base.__name__}: it was "
+                f"saved by another algorithm than {cls.__name__}. Load it with the class that saved it."
+            )
+        model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        if model._rng_state is not None and model.seed is not None:
+            restore_rng_state(model._rng_state, model.action_space)
+        model._rng_state = None
+        return model
+
     def _optimizer_schedules(self) -> list[tuple[str, th.optim.Optimizer, Schedule]]:
         """(log name, optimizer, learning-rate schedule) of every optimizer."""
         return [("learning_rate", self.policy.world_model_optimizer, self.lr_schedule)]
@@ -228,6 +299,124 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         action = self.policy.to_env_action(model_action)
         buffer_action = self.policy.scale_action(action) if isinstance(self.action_space, spaces.Box) else action
         return action, buffer_action
+
+    def learn(
+        self: SelfWorldModelAlgorithm,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "run",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfWorldModelAlgorithm:
+        """
+        SB3's off-policy loop (collect ``train_freq`` steps, then ``gradient_steps`` updates) with one
+        addition: a model saved at the end of a collection phase (by ``CheckpointCallback``) records the
+        updates that phase still owes, and performs them first when training resumes. Together with
+        :meth:`collect_rollouts` this makes ``load`` + ``load_replay_buffer`` +
+        ``learn(reset_num_timesteps=False)`` continue exactly where the checkpoint was taken.
+
+        Parameters: as :meth:`stable_baselines3.common.off_policy_algorithm.OffPolicyAlgorithm.learn`.
+        """
+        total_timesteps, callback = self._setup_learn(
+            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+        )
+        callback.on_training_start(locals(), globals())
+        assert self.env is not None, "You must set the environment before calling learn()"
+        assert isinstance(self.train_freq, TrainFreq)
+        self._train_pending(resuming=True)
+        while self.num_timesteps < total_timesteps:
+            rollout = self.collect_rollouts(
+                self.env,
+                callback=callback,
+                train_freq=self.train_freq,
+                replay_buffer=self.replay_buffer,
+                learning_starts=self.learning_starts,
+                log_interval=log_interval,
+            )
+            if not rollout.continue_training:
+                break
+            self._train_pending()
+        callback.on_training_end()
+        return self
+
+    def _train_pending(self, resuming: bool = False) -> None:
+        """
+        Run the gradient steps the last collection phase owes.
+
+        :param resuming: called at the start of ``learn``, where the steps were loaded with a checkpoint:
+            without a replay buffer to train on (loaded without ``load_replay_buffer``) they are skipped
+            with a warning instead of failing
+        """
+        steps, self._pending_gradient_steps = self._pending_gradient_steps, 0
+        if steps <= 0:
+            return
+        if resuming and not self.replay_buffer.can_sample():
+            warnings.warn(
+                f"Skipped {steps} gradient steps that the checkpoint still owed: the replay buffer holds no sequence "
+                f"of {self.sequence_length} steps yet. Call load_replay_buffer() before learn() to resume exactly.",
+                stacklevel=3,
+            )
+            return
+        self.train(batch_size=self.batch_size, gradient_steps=steps)
+
+    def collect_rollouts(
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        train_freq: TrainFreq,
+        replay_buffer: ReplayBuffer,
+        action_noise: Optional[ActionNoise] = None,
+        learning_starts: int = 0,
+        log_interval: Optional[int] = None,
+    ) -> RolloutReturn:
+        """
+        Collect one phase of ``train_freq`` steps (or episodes) into the replay buffer, as SB3 does,
+        except that each step's callbacks run after the step is stored (SB3 runs them before): a model
+        and buffer saved by a callback at step N then hold step N, and on the last step of a phase the
+        updates the phase ends with are already recorded as pending.
+
+        Parameters: as :meth:`stable_baselines3.common.off_policy_algorithm.OffPolicyAlgorithm.collect_rollouts`.
+        """
+        self.policy.set_training_mode(False)
+        assert isinstance(env, VecEnv), "You must pass a VecEnv"
+        if env.num_envs > 1 and train_freq.unit == TrainFrequencyUnit.EPISODE:
+            raise ValueError("train_freq counted in episodes needs a single env: count it in steps with several envs.")
+        num_collected_steps, num_collected_episodes = 0, 0
+        callback.on_rollout_start()
+        while should_collect_more_steps(train_freq, num_collected_steps, num_collected_episodes):
+            actions, buffer_actions = self._sample_action(learning_starts, action_noise, env.num_envs)
+            try:
+                new_obs, rewards, dones, infos = env.step(actions)
+            except (EOFError, ConnectionError) as error:
+                raise EnvWorkerError(
+                    f"An env worker process stopped while stepping ({type(error).__name__}) at num_timesteps="
+                    f"{self.num_timesteps}: the env raised inside the worker, and the worker's traceback is printed "
+                    "above, on stderr. The model and its replay buffer are intact: model.save(...) and "
+                    "model.save_replay_buffer(...) still work. To debug the env, run it in DummyVecEnv."
+                ) from error
+            self.num_timesteps += env.num_envs
+            num_collected_steps += 1
+            self._update_info_buffer(infos, dones)
+            self._store_transition(replay_buffer, buffer_actions, new_obs, rewards, dones, infos)  # type: ignore[arg-type]
+            self._update_current_progress_remaining(self.num_timesteps, self._total_timesteps)
+            self._on_step()
+            for done in dones:
+                if done:
+                    num_collected_episodes += 1
+                    self._episode_num += 1
+                    if log_interval is not None and self._episode_num % log_interval == 0:
+                        self.dump_logs()
+            phase_done = not should_collect_more_steps(train_freq, num_collected_steps, num_collected_episodes)
+            if phase_done and self.num_timesteps > learning_starts:
+                self._pending_gradient_steps = (
+                    self.gradient_steps if self.gradient_steps >= 0 else num_collected_steps * env.num_envs
+                )
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return RolloutReturn(num_collected_steps * env.num_envs, num_collected_episodes, continue_training=False)
+        callback.on_rollout_end()
+        return RolloutReturn(num_collected_steps * env.num_envs, num_collected_episodes, continue_training=True)
 
     def _store_transition(
         self,

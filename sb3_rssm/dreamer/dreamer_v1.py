@@ -101,6 +101,7 @@ class DreamerV1(WorldModelAlgorithm):
         "CnnPolicy": CnnPolicy,
         "MultiInputPolicy": MultiInputPolicy,
     }
+    policy_base: ClassVar[type[DreamerPolicy]] = DreamerPolicy
     policy: DreamerPolicy
 
     def __init__(

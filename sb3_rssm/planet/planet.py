@@ -56,6 +56,7 @@ class PlaNet(WorldModelAlgorithm):
         "CnnPolicy": CnnPolicy,
         "MultiInputPolicy": MultiInputPolicy,
     }
+    policy_base: ClassVar[type[PlaNetPolicy]] = PlaNetPolicy
     policy: PlaNetPolicy
 
     def __init__(
