@@ -310,6 +310,17 @@ def test_load_replay_buffer_checks(algorithm, tmp_path):
     assert model.replay_buffer is before  # a failed load leaves the buffer in place
     model.load_replay_buffer(tmp_path / "buffer.pkl")
     np.testing.assert_array_equal(model.replay_buffer.observations, before.observations)
+    # a buffer with another storage layout (here: an env stream lost) is refused
+    broken = model.replay_buffer
+    broken.is_first = broken.is_first[:, :0]
+    model.save_replay_buffer(tmp_path / "broken.pkl")
+    with pytest.raises(ValueError, match="sequence layout"):
+        other_seed = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=1)
+        other_seed.load_replay_buffer(tmp_path / "broken.pkl")
+    # the sequence length is the loading model's: storage is per step
+    longer = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0, sequence_length=6)
+    longer.load_replay_buffer(tmp_path / "buffer.pkl")
+    assert longer.replay_buffer.sample(2).rewards.shape == (2, 6)
 
 
 def test_same_seed_same_updates_different_seed_differs(algorithm):

@@ -196,6 +196,20 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         ]
         if mismatches:
             raise ValueError(f"The replay buffer in {path!r} does not fit this model: " + "; ".join(mismatches))
+        layout = [
+            f"{name} has shape {np.shape(getattr(buffer, name, None))}, "
+            f"expected ({buffer.buffer_size}, {buffer.n_envs}{', ...' if name == 'actions' else ''})"
+            for name in ("actions", "rewards", "is_first", "terminated", "truncated")
+            if np.shape(getattr(buffer, name, None))[:2] != (buffer.buffer_size, buffer.n_envs)
+        ]
+        if layout or not hasattr(buffer, "env_pos") or np.shape(buffer.env_pos) != (buffer.n_envs,):
+            raise ValueError(
+                f"The replay buffer in {path!r} does not have the sequence layout of this version of sb3_rssm "
+                f"(one ring of steps per env): {'; '.join(layout) or 'env_pos is missing'}. It was saved by another "
+                "version or modified; collect a new buffer."
+            )
+        # steps are stored one by one, so any chunk length can be drawn: train with this model's
+        buffer.sequence_length = self.sequence_length
         buffer.device = self.device
         self.replay_buffer = buffer
 
