@@ -1,21 +1,21 @@
 """
-Seconds per DreamerV1 / PlaNet training update at the paper configuration (batch 50 x 50, horizon 15,
-64x64x3 pixels or a 24-dim vector, 6-dim actions), split into the world-model phase and the actor
-and value phase (imagination included), on
-random but correctly shaped batches (replay sampling is not timed, as in the TorchRL peer script).
+Seconds per DreamerV1 training update at the paper configuration (batch 50 x 50, horizon 15,
+64x64x3 pixels or a 24-dim vector, 6-dim actions), split into the world-model, actor and value
+phases (imagination is part of the actor phase), on random but correctly shaped batches (replay
+sampling is not timed, as in the TorchRL peer script), with each phase's FLOPs counted analytically.
 
     python -m benchmarks.update_time --obs pixels --updates 3
 
-Prints one JSON line per configuration: medians over ``--updates`` timed updates after one warm-up.
+Prints one JSON line: medians over ``--updates`` timed updates after one warm-up.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -23,8 +23,11 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.logger import Logger
 
+from benchmarks.flops import FlopCounter
 from sb3_rssm import DreamerV1
 from sb3_rssm.common.type_aliases import SequenceSamples
+
+PHASES = ("world_model", "actor", "value")
 
 
 class ShapeEnv(gym.Env):
@@ -52,6 +55,73 @@ def make_batch(observation_space: spaces.Box, batch: int, length: int, action_si
     return SequenceSamples(observations, actions, th.randn(batch, length, device=device), is_first, zeros, zeros)
 
 
+def build(
+    obs: str, batch: int, seq: int, horizon: int, device: str = "cpu", **kwargs: Any
+) -> tuple[DreamerV1, SequenceSamples]:
+    """A paper-size DreamerV1 and a synthetic batch for it."""
+    pixels = obs == "pixels"
+    observation_space = spaces.Box(0, 255, (64, 64, 3), np.uint8) if pixels else spaces.Box(-np.inf, np.inf, (24,), np.float32)
+    env = ShapeEnv(observation_space, spaces.Box(-1, 1, (6,), np.float32))
+    model = DreamerV1(
+        "CnnPolicy" if pixels else "MlpPolicy",
+        env,
+        batch_size=batch,
+        sequence_length=seq,
+        imagination_horizon=horizon,
+        device=device,
+        seed=0,
+        **kwargs,
+    )
+    model.set_logger(Logger(None, []))
+    return model, make_batch(model.observation_space, batch, seq, 6, model.device)
+
+
+def run_phases(model: DreamerV1, batch: SequenceSamples) -> list[float]:
+    """One full update; returns the end time of each phase (after a device sync)."""
+
+    def now() -> float:
+        if model.device.type == "cuda":
+            th.cuda.synchronize()
+        return time.perf_counter()
+
+    times = [now()]
+    posterior, _ = model._train_world_model(batch)
+    times.append(now())
+    features, returns, weights, _ = model._train_actor(posterior)
+    times.append(now())
+    model._train_value(features, returns, weights)
+    times.append(now())
+    return times
+
+
+def time_update(model: DreamerV1, batch: SequenceSamples, updates: int = 3) -> dict[str, float]:
+    """Median seconds of each phase and of the whole update over ``updates`` updates after one warm-up."""
+    samples: dict[str, list[float]] = {name: [] for name in (*PHASES, "update")}
+    for i in range(updates + 1):
+        times = run_phases(model, batch)
+        if i == 0:
+            continue
+        for name, start, end in zip(PHASES, times, times[1:]):
+            samples[name].append(end - start)
+        samples["update"].append(times[-1] - times[0])
+    return {f"{name}_s": statistics.median(values) for name, values in samples.items()}
+
+
+def count_update_flops(model: DreamerV1, batch: SequenceSamples) -> dict[str, int]:
+    """FLOPs of each phase of one update (forward and backward matmuls and convolutions)."""
+    flops = {}
+    with FlopCounter(model.policy) as counter:
+        posterior, _ = model._train_world_model(batch)
+    flops["world_model"] = counter.total
+    with FlopCounter(model.policy) as counter:
+        features, returns, weights, _ = model._train_actor(posterior)
+    flops["actor"] = counter.total
+    with FlopCounter(model.policy) as counter:
+        model._train_value(features, returns, weights)
+    flops["value"] = counter.total
+    return flops
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--obs", choices=["pixels", "state"], default="pixels")
@@ -64,62 +134,20 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads > 0:
         th.set_num_threads(args.threads)
-    pixels = args.obs == "pixels"
-    observation_space = spaces.Box(0, 255, (64, 64, 3), np.uint8) if pixels else spaces.Box(-np.inf, np.inf, (24,), np.float32)
-    env = ShapeEnv(observation_space, spaces.Box(-1, 1, (6,), np.float32))
-    model = DreamerV1(
-        "CnnPolicy" if pixels else "MlpPolicy",
-        env,
-        batch_size=args.batch,
-        sequence_length=args.seq,
-        imagination_horizon=args.horizon,
-        device=args.device,
-        seed=0,
+    model, batch = build(args.obs, args.batch, args.seq, args.horizon, args.device)
+    result = dict(
+        benchmark="dreamer_v1_update",
+        obs=args.obs,
+        batch=args.batch,
+        seq=args.seq,
+        horizon=args.horizon,
+        device=str(model.device),
+        threads=th.get_num_threads(),
+        torch=th.__version__,
+        **{k: round(v, 4) for k, v in time_update(model, batch, args.updates).items()},
+        gflop={k: round(v / 1e9, 1) for k, v in count_update_flops(model, batch).items()},
     )
-    model.set_logger(Logger(None, []))
-    device = model.device
-    batch = make_batch(model.observation_space, args.batch, args.seq, 6, device)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            th.cuda.synchronize()
-
-    totals, world_model_phase, behavior_phase = [], [], []
-    for i in range(args.updates + 1):
-        sync()
-        start = time.perf_counter()
-        posterior, _ = model._train_world_model(batch)
-        sync()
-        middle = time.perf_counter()
-        model._train_behavior(posterior)
-        sync()
-        end = time.perf_counter()
-        if i > 0:  # the first round is the warm-up
-            world_model_phase.append(middle - start)
-            behavior_phase.append(end - middle)
-            totals.append(end - start)
-    total = statistics.median(totals)
-    world_model = statistics.median(world_model_phase)
-    behavior = statistics.median(behavior_phase)
-    print(
-        json.dumps(
-            dict(
-                benchmark="dreamer_v1_update",
-                obs=args.obs,
-                batch=args.batch,
-                seq=args.seq,
-                horizon=args.horizon,
-                device=str(device),
-                threads=th.get_num_threads(),
-                torch=th.__version__,
-                machine=platform.processor() or platform.machine(),
-                update_s=round(total, 4),
-                world_model_s=round(world_model, 4),
-                actor_value_s=round(behavior, 4),
-                updates=args.updates,
-            )
-        )
-    )
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -207,24 +207,34 @@ class DreamerV1(WorldModelAlgorithm):
 
     def _train_behavior(self, posterior: RSSMState) -> dict[str, th.Tensor]:
         """One actor and one value step on imagined rollouts from every (detached) posterior state."""
+        features, returns, weights, metrics = self._train_actor(posterior)
+        metrics.update(self._train_value(features, returns, weights))
+        return metrics
+
+    def _train_actor(self, posterior: RSSMState) -> tuple[th.Tensor, th.Tensor, th.Tensor, dict[str, th.Tensor]]:
+        """
+        One actor step: imagine from every posterior state and ascend the weighted lambda-returns.
+
+        :return: imagined features (N, H, F), lambda-returns (N, H-1), weights (N, H-1), metrics
+        """
         policy = self.policy
         # the actor's gradient flows through the model and the value net, but only the actor is updated
         with frozen(policy.world_model, policy.value):
             features, returns, weights, entropy = self.imagine(posterior.flatten())
             actor_loss = -(weights * returns).mean()
-        actor_grad_norm = self._apply_gradients("actor", actor_loss, policy.actor_optimizer, policy.actor.parameters())
+        grad_norm = self._apply_gradients("actor", actor_loss, policy.actor_optimizer, policy.actor.parameters())
+        metrics = dict(actor_loss=actor_loss.detach(), actor_entropy=entropy.mean(), imagined_return=returns.mean().detach())
+        if grad_norm is not None:
+            metrics["actor_grad_norm"] = grad_norm
+        return features, returns, weights, metrics
+
+    def _train_value(self, features: th.Tensor, returns: th.Tensor, weights: th.Tensor) -> dict[str, th.Tensor]:
+        """One value step: regress the value of each imagined state (but the last) onto its lambda-return."""
+        policy = self.policy
         value_prediction = policy.predict_value(features[:, :-1].detach())
         value_loss = -(weights * Normal(value_prediction, 1.0, validate_args=False).log_prob(returns.detach())).mean()
-        value_grad_norm = self._apply_gradients("value", value_loss, policy.value_optimizer, policy.value.parameters())
-        metrics = dict(
-            actor_loss=actor_loss.detach(),
-            value_loss=value_loss.detach(),
-            actor_entropy=entropy.mean(),
-            imagined_return=returns.mean().detach(),
-            imagined_value=value_prediction.mean().detach(),
-        )
-        if actor_grad_norm is not None:
-            metrics["actor_grad_norm"] = actor_grad_norm
-        if value_grad_norm is not None:
-            metrics["value_grad_norm"] = value_grad_norm
+        grad_norm = self._apply_gradients("value", value_loss, policy.value_optimizer, policy.value.parameters())
+        metrics = dict(value_loss=value_loss.detach(), imagined_value=value_prediction.mean().detach())
+        if grad_norm is not None:
+            metrics["value_grad_norm"] = grad_norm
         return metrics

@@ -1,0 +1,331 @@
+"""
+The benchmark harness: every performance figure of ``docs/benchmarks.md`` in one run, on one machine,
+with nothing else running.
+
+    python -m benchmarks.run                                # all sections, CPU, 2 threads
+    python -m benchmarks.run --peer-python ~/.venvs/torchrl-peer/bin/python   # with TorchRL's update beside ours
+    python -m benchmarks.run --sections update cem --device cuda
+
+Writes ``docs/benchmarks/harness/<device>.json``, the markdown tables between the ``harness`` markers of
+``docs/benchmarks.md`` (``--no-docs`` to skip) and ``docs/benchmarks/harness/scaling_<device>.png``.
+Every timing is a median over several runs after a warm-up; the torch thread count is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import resource
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from benchmarks import cem_time, update_time
+from benchmarks.machine import matmul_flops_per_s
+from sb3_rssm import DreamerV1
+from sb3_rssm.common.buffers import SequenceReplayBuffer
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "benchmarks.md"
+OUT = ROOT / "docs" / "benchmarks" / "harness"
+PEER = ROOT.parent / "shared" / "bench" / "peer_torchrl_dreamer.py"
+BEGIN, END = "<!-- harness:begin -->", "<!-- harness:end -->"
+SECTIONS = ("update", "cem", "acting", "memory", "scaling")
+
+
+def cpu_name() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: str) -> dict[str, Any]:
+    info: dict[str, Any] = dict(
+        cpu=cpu_name(),
+        cpu_count=os.cpu_count(),
+        threads=th.get_num_threads(),
+        torch=th.__version__,
+        device=device,
+        matmul_gflop_per_s=matmul_flops_per_s(device=device) / 1e9,
+    )
+    if device.startswith("cuda"):
+        info["gpu"] = th.cuda.get_device_name()
+    return info
+
+
+def update_section(device: str, updates: int, peer_python: str | None) -> list[dict[str, Any]]:
+    rows = []
+    for obs in ("pixels", "state"):
+        model, batch = update_time.build(obs, 50, 50, 15, device)
+        row: dict[str, Any] = dict(obs=obs, **update_time.time_update(model, batch, updates))
+        row["gflop"] = {k: v / 1e9 for k, v in update_time.count_update_flops(model, batch).items()}
+        row["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        del model, batch
+        if peer_python:
+            row["torchrl_update_s"] = peer_update(peer_python, obs, device, updates)
+        rows.append(row)
+        print(json.dumps(dict(section="update", **row)), flush=True)
+    return rows
+
+
+def peer_update(python: str, obs: str, device: str, updates: int) -> float:
+    """TorchRL's update on the same work, in its own interpreter, run alone after ours."""
+    command = [python, str(PEER), "--obs", obs, "--batch", "50", "--seq", "50", "--horizon", "15"]
+    command += ["--updates", str(updates), "--threads", str(th.get_num_threads()), "--device", device.split(":")[0]]
+    lines = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()
+    fields = dict(item.split("=", 1) for item in lines[-1].split())
+    return float(fields["torchrl_dreamer_update_s"])
+
+
+def cem_section(device: str, repeats: int, flops_per_s: float) -> list[dict[str, Any]]:
+    rows = []
+    world_model, planner = cem_time.build(1000, device)
+    for n_envs in (1, 4):
+        seconds = cem_time.time_cem(world_model, planner, n_envs, repeats)
+        gflop = cem_time.plan_flops(world_model, planner, n_envs) / 1e9
+        rows.append(dict(n_envs=n_envs, plan_s=seconds, gflop=gflop, bound_s=gflop * 1e9 / flops_per_s))
+        print(json.dumps(dict(section="cem", **rows[-1])), flush=True)
+    return rows
+
+
+def steps_per_second(step: Callable[[], None], steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps / (time.perf_counter() - start)
+
+
+def acting_section(steps: int) -> dict[str, Any]:
+    """``learn()`` with training off against the raw vec env, on Pendulum-v1, default MlpPolicy."""
+
+    def make_env() -> DummyVecEnv:
+        return DummyVecEnv([lambda: Monitor(gym.make("Pendulum-v1"))])
+
+    raw = make_env()
+    raw.seed(0)
+    raw.reset()
+    raw.action_space.seed(0)
+    actions = [np.array([raw.action_space.sample()]) for _ in range(steps)]
+    iterator = iter(actions * 2)
+    steps_per_second(lambda: raw.step(next(iterator)), 200)
+    raw_sps = steps_per_second(lambda: raw.step(next(iterator)), steps)
+    result: dict[str, Any] = dict(env="Pendulum-v1", steps=steps, raw_vec_env_steps_per_s=raw_sps)
+    # warm-up (random actions, still filtered into the belief) and acting with the actor: no update either way
+    for name, learning_starts in (("warm_up", 10**9), ("actor", 0)):
+        model = DreamerV1("MlpPolicy", make_env(), learning_starts=learning_starts, train_freq=1, gradient_steps=0, seed=0)
+        model.learn(200)
+        start = time.perf_counter()
+        model.learn(steps, reset_num_timesteps=False)
+        result[f"learn_{name}_steps_per_s"] = steps / (time.perf_counter() - start)
+    print(json.dumps(dict(section="acting", **result)), flush=True)
+    return result
+
+
+def memory_section() -> dict[str, Any]:
+    capacity = 1000
+    buffer = SequenceReplayBuffer(
+        capacity, spaces.Box(0, 255, (3, 64, 64), np.uint8), spaces.Box(-1, 1, (6,), np.float32), sequence_length=50
+    )
+    result = dict(replay_bytes_per_64x64x3_transition=buffer.nbytes / capacity)
+    print(json.dumps(dict(section="memory", **result)), flush=True)
+    return result
+
+
+def scaling_section(device: str, updates: int, repeats: int) -> dict[str, Any]:
+    update_rows = []
+    for batch in (16, 32, 50):
+        for seq in (25, 50):
+            model, samples = update_time.build("pixels", batch, seq, 15, device)
+            update_rows.append(
+                dict(batch=batch, seq=seq, update_s=update_time.time_update(model, samples, updates)["update_s"])
+            )
+            print(json.dumps(dict(section="scaling_update", **update_rows[-1])), flush=True)
+    cem_rows = []
+    for candidates, n_envs in ((250, 1), (500, 1), (1000, 1), (1000, 4), (1000, 16)):
+        world_model, planner = cem_time.build(candidates, device)
+        cem_rows.append(
+            dict(candidates=candidates, n_envs=n_envs, plan_s=cem_time.time_cem(world_model, planner, n_envs, repeats))
+        )
+        print(json.dumps(dict(section="scaling_cem", **cem_rows[-1])), flush=True)
+    return dict(update=update_rows, cem=cem_rows)
+
+
+def plot_scaling(scaling: dict[str, Any], path: pathlib.Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for seq in (25, 50):
+        rows = [r for r in scaling["update"] if r["seq"] == seq]
+        left.plot([r["batch"] for r in rows], [r["update_s"] for r in rows], marker="o", label=f"sequence length {seq}")
+    left.set(xlabel="batch size (sequences)", ylabel="seconds per update", title="DreamerV1 update, 64x64 pixels")
+    left.legend()
+    single = [r for r in scaling["cem"] if r["n_envs"] == 1]
+    many = [r for r in scaling["cem"] if r["candidates"] == 1000]
+    right.plot([r["candidates"] for r in single], [r["plan_s"] for r in single], marker="o", label="1 env, by candidates")
+    right.plot(
+        [r["n_envs"] * 1000 for r in many], [r["plan_s"] for r in many], marker="s", label="1000 candidates, by envs (x1000)"
+    )
+    right.set(
+        xlabel="candidate sequences per plan", ylabel="seconds per action", title="PlaNet CEM", xscale="log", yscale="log"
+    )
+    right.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def fraction(gflop: float, seconds: float, peak: float) -> str:
+    return f"{gflop / seconds / peak:.0%}"
+
+
+def markdown(results: dict[str, Any], command: str) -> str:
+    m = results["machine"]
+    peak = m["matmul_gflop_per_s"]
+    where = m.get("gpu") or f"{m['cpu']}, {m['cpu_count']} cores"
+    lines = [
+        f"Command: `{command}` on {where}, torch {m['torch']}, {m['threads']} torch threads, device `{m['device']}`.",
+        f"Reference: dense fp32 matmul at {peak:.0f} GFLOP/s (2048x2048, median of 20 after 1 s of warm-up).",
+        "",
+    ]
+    if "update" in results:
+        lines += [
+            "| DreamerV1 update (batch 50 x 50, horizon 15) | world model | actor | value | whole update | GFLOP | "
+            "share of matmul peak | TorchRL, same run |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in results["update"]:
+            gflop = sum(row["gflop"].values())
+            peer = f"{row['torchrl_update_s']:.2f} s" if "torchrl_update_s" in row else "not run"
+            label = "64x64x3 pixels" if row["obs"] == "pixels" else "24-dim vector"
+            phases = " | ".join(
+                f"{row[f'{name}_s']:.2f} s ({fraction(row['gflop'][name], row[f'{name}_s'], peak)})"
+                for name in update_time.PHASES
+            )
+            lines.append(
+                f"| {label} | {phases} | **{row['update_s']:.2f} s** | {gflop:.0f} "
+                f"| {fraction(gflop, row['update_s'], peak)} | {peer} |"
+            )
+        lines += ["", "In brackets: that phase's FLOPs per second as a share of the matmul reference.", ""]
+    if "cem" in results:
+        lines += [
+            "| PlaNet CEM (12 / 1000 / 100 / 10) | seconds per action | GFLOP | lower bound | ratio |",
+            "|---|---|---|---|---|",
+        ]
+        for row in results["cem"]:
+            lines.append(
+                f"| {row['n_envs']} env{'s' if row['n_envs'] > 1 else ''} | {row['plan_s']:.3f} s | {row['gflop']:.0f} "
+                f"| {row['bound_s']:.3f} s | {row['plan_s'] / row['bound_s']:.2f} |"
+            )
+        lines.append("")
+    if "acting" in results:
+        a = results["acting"]
+        raw = a["raw_vec_env_steps_per_s"]
+        lines += [
+            "| acting on Pendulum-v1 (default MlpPolicy, no updates) | steps per second | share of raw vec env |",
+            "|---|---|---|",
+            f"| raw `DummyVecEnv` + `Monitor`, random actions | {raw:,.0f} | 100% |",
+        ]
+        for name, label in (
+            ("warm_up", "during warm-up (random actions, belief filtered)"),
+            ("actor", "acting with the actor"),
+        ):
+            sps = a[f"learn_{name}_steps_per_s"]
+            lines.append(f"| `learn()` {label} | {sps:,.0f} | {sps / raw:.0%} |")
+        lines.append("")
+    if "memory" in results or "update" in results:
+        if "memory" in results:
+            lines.append(
+                f"Replay memory: {results['memory']['replay_bytes_per_64x64x3_transition']:,.0f} bytes per 64x64x3 transition."
+            )
+        if "update" in results:
+            lines.append(f"Peak RSS of the harness after the pixel update: {results['update'][0]['peak_rss_gib']:.2f} GiB.")
+        lines.append("")
+    if "scaling" in results:
+        lines += ["| update (pixels) | sequence length 25 | sequence length 50 |", "|---|---|---|"]
+        for batch in (16, 32, 50):
+            cells = [
+                f"{r['update_s']:.2f} s"
+                for seq in (25, 50)
+                for r in results["scaling"]["update"]
+                if r["batch"] == batch and r["seq"] == seq
+            ]
+            lines.append(f"| batch {batch} | " + " | ".join(cells) + " |")
+        lines += ["", "| CEM | seconds per action |", "|---|---|"]
+        for row in results["scaling"]["cem"]:
+            lines.append(f"| {row['candidates']} candidates, {row['n_envs']} env(s) | {row['plan_s']:.3f} s |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_docs(text: str, device: str) -> None:
+    begin, end = BEGIN.replace("harness", f"harness:{device}"), END.replace("harness", f"harness:{device}")
+    doc = DOCS.read_text()
+    block = f"{begin}\n{text}\n{end}"
+    if begin in doc and end in doc:
+        doc = doc[: doc.index(begin)] + block + doc[doc.index(end) + len(end) :]
+    else:
+        doc = doc.rstrip() + f"\n\n## Harness figures ({device})\n\n{block}\n"
+    DOCS.write_text(doc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--updates", type=int, default=3, help="timed updates per configuration (after one warm-up)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed plans per CEM configuration (after one warm-up)")
+    parser.add_argument("--acting-steps", type=int, default=3000)
+    parser.add_argument("--peer-python", help="interpreter with torchrl installed: run TorchRL's update beside ours")
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument("--out", type=pathlib.Path, default=OUT)
+    args = parser.parse_args()
+    th.set_num_threads(args.threads)
+    command = "python -m benchmarks.run " + " ".join(a for a in sys.argv[1:] if not a.startswith("--peer-python"))
+    if args.peer_python:
+        command += " --peer-python <torchrl venv>/bin/python"
+    results: dict[str, Any] = dict(machine=machine(args.device))
+    print(json.dumps(results["machine"]), flush=True)
+    peak = results["machine"]["matmul_gflop_per_s"] * 1e9
+    if "update" in args.sections:
+        results["update"] = update_section(args.device, args.updates, args.peer_python)
+    if "cem" in args.sections:
+        results["cem"] = cem_section(args.device, args.repeats, peak)
+    if "acting" in args.sections:
+        results["acting"] = acting_section(args.acting_steps)
+    if "memory" in args.sections:
+        results["memory"] = memory_section()
+    if "scaling" in args.sections:
+        results["scaling"] = scaling_section(args.device, max(1, args.updates - 1), max(1, args.repeats - 2))
+    device = args.device.split(":")[0]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{device}.json").write_text(json.dumps(results, indent=1))
+    if "scaling" in results:
+        plot_scaling(results["scaling"], args.out / f"scaling_{device}.png", f"{results['machine']['cpu']} / {device}")
+    text = markdown(results, command.strip())
+    print(text)
+    if not args.no_docs:
+        write_docs(text, device)
+
+
+if __name__ == "__main__":
+    main()
