@@ -179,7 +179,7 @@ class WorldModelPolicy(BasePolicy):
         rssm = self.world_model.rssm
         previous = RSSMState(deterministic, stochastic, stochastic, th.ones_like(stochastic))
         embed = self.world_model.encoder(observation)
-        posterior, _ = rssm.observe_step(previous, action, embed, episode_start.float(), sample=sample)
+        posterior, _ = rssm.observe_step(previous, action, embed, episode_start.float(), sample=sample, with_prior=False)
         return posterior
 
     def _act(self, latent: RSSMState, deterministic: bool) -> th.Tensor:

@@ -135,6 +135,49 @@ class RSSM(nn.Module):
         stochastic = mean + std * th.randn_like(std) if sample else mean
         return RSSMState(deterministic, stochastic, mean, std)
 
+    def deterministic_step(self, state: RSSMState, action: th.Tensor) -> th.Tensor:
+        """``h_t = GRU(h_{t-1}, dense([s_{t-1}, a_{t-1}]))``: the deterministic path, shared by prior and posterior."""
+        x = self.prior_input(th.cat([state.stochastic, action], dim=-1))
+        return self.gru(x, state.deterministic)
+
+    def prior(self, deterministic: th.Tensor, sample: bool = True) -> RSSMState:
+        """
+        ``p(s_t | h_t)`` for any leading dimensions of ``h_t``.
+
+        :param deterministic: h_t (..., deterministic_size)
+        :param sample: draw a reparameterized sample; otherwise ``stochastic`` is the mean
+        """
+        return self._gaussian(self.prior_head(deterministic), deterministic, sample)
+
+    def project_embed(self, embed: th.Tensor) -> th.Tensor:
+        """
+        The embedding's share of the posterior's first layer (its embedding columns and bias).
+
+        ``dense([h, e]) = W_h h + (W_e e + b)``: the second term does not depend on the recurrence, so
+        :meth:`observe` computes it for a whole sequence in one matmul instead of one per step.
+        """
+        layer = self.posterior_head[0]
+        return F.linear(embed, layer.weight[:, self.deterministic_size :], layer.bias)
+
+    def posterior(self, deterministic: th.Tensor, embed_projection: th.Tensor, sample: bool = True) -> RSSMState:
+        """
+        ``q(s_t | h_t, e_t)``.
+
+        :param deterministic: h_t
+        :param embed_projection: :meth:`project_embed` of e_t
+        :param sample: draw a reparameterized sample; otherwise ``stochastic`` is the mean
+        """
+        layer, activation, output = self.posterior_head
+        hidden = F.linear(deterministic, layer.weight[:, : self.deterministic_size]) + embed_projection
+        return self._gaussian(output(activation(hidden)), deterministic, sample)
+
+    def _reset(self, state: RSSMState, action: th.Tensor, is_first: Optional[th.Tensor]) -> tuple[RSSMState, th.Tensor]:
+        """Initial state and zero previous action where ``is_first``."""
+        if is_first is None:
+            return state, action
+        state = state.where(is_first, self.initial(action.shape[0]))
+        return state, action * (1.0 - is_first.to(action.dtype).reshape(-1, 1))
+
     def imagine_step(self, state: RSSMState, action: th.Tensor, sample: bool = True) -> RSSMState:
         """
         One prior transition: advance the GRU with ``(s_{t-1}, a_{t-1})`` and draw ``s_t ~ p(s_t | h_t)``.
@@ -144,9 +187,7 @@ class RSSM(nn.Module):
         :param sample: draw a reparameterized sample; otherwise use the mean
         :return: prior state at t
         """
-        x = self.prior_input(th.cat([state.stochastic, action], dim=-1))
-        deterministic = self.gru(x, state.deterministic)
-        return self._gaussian(self.prior_head(deterministic), deterministic, sample)
+        return self.prior(self.deterministic_step(state, action), sample)
 
     def observe_step(
         self,
@@ -155,23 +196,24 @@ class RSSM(nn.Module):
         embed: th.Tensor,
         is_first: Optional[th.Tensor] = None,
         sample: bool = True,
-    ) -> tuple[RSSMState, RSSMState]:
+        with_prior: bool = True,
+    ) -> tuple[RSSMState, Optional[RSSMState]]:
         """
-        One filtering step: the prior transition, then ``s_t ~ q(s_t | h_t, e_t)``.
+        One filtering step: advance the GRU, then ``s_t ~ q(s_t | h_t, e_t)``.
 
         :param state: latent state at t-1
         :param action: action a_{t-1} that led to o_t
         :param embed: embedding e_t of o_t
         :param is_first: (batch,) flags; where true, ``state`` and ``action`` are reset first
-        :param sample: draw a reparameterized sample; otherwise use the mean
-        :return: (posterior, prior) at t
+        :param sample: draw a reparameterized posterior sample; otherwise use the mean
+        :param with_prior: also return ``p(s_t | h_t)`` (for the KL term); acting needs only the posterior
+        :return: (posterior, prior or None) at t. Where an observation exists no sample of the prior is
+            ever used, so the prior's ``stochastic`` is its mean (no random numbers drawn for it).
         """
-        if is_first is not None:
-            state = state.where(is_first, self.initial(action.shape[0]))
-            action = action * (1.0 - is_first.to(action.dtype).reshape(-1, 1))
-        prior = self.imagine_step(state, action, sample)
-        raw = self.posterior_head(th.cat([prior.deterministic, embed], dim=-1))
-        return self._gaussian(raw, prior.deterministic, sample), prior
+        state, action = self._reset(state, action, is_first)
+        deterministic = self.deterministic_step(state, action)
+        posterior = self.posterior(deterministic, self.project_embed(embed), sample)
+        return posterior, (self.prior(deterministic, sample=False) if with_prior else None)
 
     def observe(
         self,
@@ -181,22 +223,26 @@ class RSSM(nn.Module):
         state: Optional[RSSMState] = None,
     ) -> tuple[RSSMState, RSSMState]:
         """
-        Filter a (batch, time) sequence.
+        Filter a (batch, time) sequence. Only the GRU and the posterior run step by step; the embeddings'
+        share of the posterior layer and the priors (which depend on ``h_t`` alone) run once over the sequence.
 
         :param embeds: (batch, time, embed_size) embeddings of o_t
         :param actions: (batch, time, action_size) where ``actions[:, t]`` is a_{t-1}
         :param is_first: (batch, time) episode-start flags
         :param state: state before the first step (``initial`` when None)
-        :return: (posteriors, priors), each with fields of shape (batch, time, ...)
+        :return: (posteriors, priors), each with fields of shape (batch, time, ...); the priors' ``stochastic``
+            is their mean, as in :meth:`observe_step`
         """
         if state is None:
             state = self.initial(embeds.shape[0])
-        posteriors, priors = [], []
+        projections = self.project_embed(embeds)
+        posteriors = []
         for t in range(embeds.shape[1]):
-            state, prior = self.observe_step(state, actions[:, t], embeds[:, t], is_first[:, t])
+            state, action = self._reset(state, actions[:, t], is_first[:, t])
+            state = self.posterior(self.deterministic_step(state, action), projections[:, t])
             posteriors.append(state)
-            priors.append(prior)
-        return RSSMState.stack(posteriors), RSSMState.stack(priors)
+        posterior = RSSMState.stack(posteriors)
+        return posterior, self.prior(posterior.deterministic, sample=False)
 
     def imagine(
         self,
