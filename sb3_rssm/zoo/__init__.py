@@ -1,0 +1,120 @@
+"""
+rl-baselines3-zoo integration: launchers that add ``dreamer_v1`` and ``planet`` to the zoo's algorithms, then run
+the zoo's own ``train`` / ``enjoy`` / ``record_video`` scripts, with this package's hyperparameter files as defaults.
+
+``python -m rl_zoo3.train --algo dreamer_v1`` cannot work: the zoo fixes its ``--algo`` choices when its parser is
+built, before ``--gym-packages`` are imported. The launchers (``python -m sb3_rssm.zoo.train``, ``sb3-rssm-train``)
+register first. Importing this module needs rl_zoo3 only when a launcher runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Optional
+
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from sb3_rssm import DreamerV1, PlaNet
+
+ALGOS: dict[str, type[BaseAlgorithm]] = {"dreamer_v1": DreamerV1, "planet": PlaNet}
+HYPERPARAMS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hyperparams")
+# where train writes runs; the zoo's enjoy otherwise looks in rl-trained-agents/ and then tries the Hugging Face hub
+DEFAULT_LOG_FOLDER = "logs"
+
+
+def hyperparams_file(algo: str) -> str:
+    """
+    Path of the YAML hyperparameter file shipped for ``algo``.
+
+    :param algo: ``"dreamer_v1"`` or ``"planet"``
+    :return: ``.../sb3_rssm/zoo/hyperparams/<algo>.yml``
+    """
+    if algo not in ALGOS:
+        raise ValueError(f"Unknown algorithm {algo!r}: sb3_rssm ships hyperparameters for {sorted(ALGOS)}")
+    return os.path.join(HYPERPARAMS_DIR, f"{algo}.yml")
+
+
+def register_algos() -> None:
+    """Add ``dreamer_v1`` and ``planet`` to ``rl_zoo3.ALGOS`` (the dict every zoo script reads)."""
+    try:
+        import rl_zoo3
+    except ImportError as exc:
+        raise ImportError(f"The zoo launchers need rl_zoo3 ({exc}): pip install 'sb3_rssm[extra]'") from exc
+    rl_zoo3.ALGOS.update(ALGOS)
+
+
+def _option_value(argv: list[str], *names: str) -> Optional[str]:
+    """The value given to one of ``names`` in ``argv``, parsed as the zoo parses it (abbreviations included)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(*names, dest="value", default=None)
+    known, _ = parser.parse_known_args(argv)
+    return known.value
+
+
+def with_defaults(argv: list[str], script: str) -> list[str]:
+    """
+    The zoo command line ``argv`` with this package's defaults added where the user gave none.
+
+    - train (dreamer_v1 / planet only): ``--conf-file`` points at the shipped YAML of the algorithm, and
+      ``--tensorboard-log <log folder>/tensorboard`` (the zoo logs no TensorBoard by default; ``-tb ""`` turns
+      it off again);
+    - enjoy and record_video: ``--folder logs``, where train writes (the zoo's default is rl-trained-agents/).
+
+    :param argv: command-line arguments, without the program name
+    :param script: ``"train"``, ``"enjoy"`` or ``"record_video"``
+    :return: the arguments to hand to the zoo
+    """
+    argv = list(argv)
+    if any(arg in ("-h", "--help") for arg in argv):
+        return argv
+    algo = _option_value(argv, "--algo")
+    if script == "train":
+        if algo in ALGOS and _option_value(argv, "-conf", "--conf-file") is None:
+            argv += ["--conf-file", hyperparams_file(algo)]
+        if algo in ALGOS and _option_value(argv, "-tb", "--tensorboard-log") is None:
+            log_folder = _option_value(argv, "-f", "--log-folder") or DEFAULT_LOG_FOLDER
+            argv += ["--tensorboard-log", os.path.join(log_folder, "tensorboard")]
+    elif _option_value(argv, "-f", "--folder") is None:
+        argv += ["--folder", DEFAULT_LOG_FOLDER]
+    return argv
+
+
+# Zoo keys that configure the env or the run rather than the algorithm's constructor
+_RUN_KEYS = ("n_timesteps",)
+_ENV_KEYS = ("n_envs", "normalize", "env_wrapper", "vec_env_wrapper", "frame_stack", "env_kwargs", "callback")
+
+
+def load_hyperparams(algo: str, env_id: str, path: Optional[str] = None) -> dict[str, Any]:
+    """
+    One entry of a zoo hyperparameter file as constructor keyword arguments, for use outside the zoo (e.g. by
+    ``examples/benchmark.py``): ``policy_kwargs`` strings are evaluated (``dict(...)`` only) and
+    ``n_timesteps`` is dropped. Entries that only the zoo knows how to apply (wrappers, normalization, ...) are refused.
+
+    :param algo: ``"dreamer_v1"`` or ``"planet"``
+    :param env_id: the entry's key, a gymnasium id
+    :param path: the YAML file (default: the shipped one)
+    :return: keyword arguments, including ``policy``
+    """
+    import yaml
+
+    path = path or hyperparams_file(algo)
+    with open(path) as f:
+        entries = yaml.safe_load(f)
+    if env_id not in entries:
+        raise ValueError(f"No {algo} hyperparameters for {env_id!r} in {path}; entries: {sorted(entries)}")
+    kwargs = dict(entries[env_id])
+    unsupported = [key for key in _ENV_KEYS if key in kwargs]
+    if unsupported:
+        raise ValueError(
+            f"{path} entry {env_id!r} sets {unsupported}, which only the zoo applies: train it with "
+            "`python -m sb3_rssm.zoo.train`."
+        )
+    for key in _RUN_KEYS:
+        kwargs.pop(key, None)
+    if isinstance(kwargs.get("policy_kwargs"), str):
+        # the zoo evaluates these strings as Python; here only dict(...) of literals is accepted
+        kwargs["policy_kwargs"] = eval(kwargs["policy_kwargs"], {"__builtins__": {}}, {"dict": dict})
+    if isinstance(kwargs.get("train_freq"), list):
+        kwargs["train_freq"] = tuple(kwargs["train_freq"])
+    return kwargs

@@ -1,0 +1,59 @@
+"""examples/benchmark.py end to end on a tiny budget: it writes results.json, table.md and a learning-curve PNG."""
+
+import json
+import os
+import runpy
+import sys
+
+import pytest
+
+from sb3_rssm.common.dmc import dmc_env_id
+
+pytest.importorskip("matplotlib")
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "benchmark.py")
+
+
+def _run(argv):
+    saved = sys.argv
+    sys.argv = [SCRIPT, *argv]
+    try:
+        runpy.run_path(SCRIPT, run_name="__main__")
+    finally:
+        sys.argv = saved
+
+
+def test_benchmark_writes_table_and_curves(tmp_path):
+    out = str(tmp_path / "bench")
+    pixels = dmc_env_id("cartpole-swingup")
+    budget = "--eval-episodes 1 --threads 1 --tiny".split()
+    _run(
+        [
+            *"--algos dreamer_v1 planet --envs Pendulum-v1 --seeds 0 1 --timesteps 40 --eval-freq 20".split(),
+            *budget,
+            "--out",
+            out,
+        ]
+    )
+    _run(
+        [
+            *f"--algos dreamer_v1 --envs {pixels} --seeds 0 --timesteps 20 --eval-freq 20".split(),
+            *budget,
+            "--out",
+            out + "_pixels",
+        ]
+    )
+
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert sorted((r["algo"], r["seed"]) for r in results) == [(a, seed) for a in ("dreamer_v1", "planet") for seed in (0, 1)]
+    assert all(r["timesteps"] == 40 and r["curve_steps"] == [20, 40] for r in results)
+    table = open(os.path.join(out, "table.md")).read()
+    assert table.startswith("Command: `python examples/benchmark.py --algos dreamer_v1 planet --envs Pendulum-v1")
+    assert "| dreamer_v1 | Pendulum-v1 | 2 | 40 | " in table and "| planet | Pendulum-v1 | 2 | 40 | " in table
+    with open(os.path.join(out, "curve_Pendulum-v1.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    # a dm_control pixel id: the zoo YAML's CnnPolicy settings (shrunk by --tiny), frames noted under the table
+    table = open(os.path.join(out + "_pixels", "table.md")).read()
+    assert f"| dreamer_v1 | {pixels} | 1 | 20 | " in table and f"({pixels}: 8)" in table
+    assert os.path.isfile(os.path.join(out + "_pixels", f"curve_{pixels.replace('/', '-')}.png"))

@@ -1,0 +1,123 @@
+"""rl-baselines3-zoo launchers: defaults, shipped hyperparameters, and train -> save -> enjoy -> plot end to end."""
+
+import importlib.util
+import os
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from conftest import FAST, TINY, TINY_WORLD_MODEL
+
+from sb3_rssm import DreamerV1, PlaNet
+from sb3_rssm.common.dmc import DMC_TASKS, dmc_env_id
+from sb3_rssm.zoo import ALGOS, hyperparams_file, load_hyperparams, register_algos, with_defaults
+from sb3_rssm.zoo import enjoy as zoo_enjoy
+from sb3_rssm.zoo import train as zoo_train
+
+pytest.importorskip("rl_zoo3")
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+# conftest's tiny networks and fast cadence, as zoo overrides
+_TINY_MODEL = ",".join(f"{key}={value}" for key, value in TINY_WORLD_MODEL.items())
+TINY_PARAMS = {
+    name: [f"policy_kwargs:dict({_TINY_MODEL},{','.join(f'{k}={v}' for k, v in TINY[algorithm].items())})"]
+    + (["imagination_horizon:3"] if algorithm is DreamerV1 else [])
+    for name, algorithm in (("dreamer_v1", DreamerV1), ("planet", PlaNet))
+}
+FAST_PARAMS = ["buffer_size:1000", *(f"{key}:{value}" for key, value in FAST.items())]
+
+
+def test_register_algos():
+    import rl_zoo3
+    from rl_zoo3.utils import ALGOS as ZOO_ALGOS
+
+    register_algos()
+    assert rl_zoo3.ALGOS["dreamer_v1"] is DreamerV1 and ZOO_ALGOS["planet"] is PlaNet
+
+
+def test_with_defaults():
+    train = with_defaults("--algo dreamer_v1 --env Pendulum-v1 -f runs".split(), "train")
+    assert train[-4:] == [
+        "--conf-file",
+        hyperparams_file("dreamer_v1"),
+        "--tensorboard-log",
+        os.path.join("runs", "tensorboard"),
+    ]
+    # the user's choices win; the zoo's own algorithms keep the zoo's defaults
+    given = ["--algo=planet", "-conf", "my.yml", "-tb", ""]
+    assert with_defaults(given, "train") == given
+    assert with_defaults(["--algo", "ppo", "--env", "CartPole-v1"], "train") == ["--algo", "ppo", "--env", "CartPole-v1"]
+    assert with_defaults(["--algo", "planet"], "enjoy") == ["--algo", "planet", "--folder", "logs"]
+    assert with_defaults(["--algo", "planet", "-f", "x"], "enjoy") == ["--algo", "planet", "-f", "x"]
+    assert with_defaults(["--help"], "train") == ["--help"]
+
+
+def test_hyperparameter_files():
+    spec = importlib.util.spec_from_file_location("benchmark", os.path.join(EXAMPLES, "benchmark.py"))
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    for algo in ALGOS:
+        with open(hyperparams_file(algo)) as f:
+            entries = yaml.safe_load(f)
+        assert set(entries) == {dmc_env_id(name) for name in DMC_TASKS} | {"Pendulum-v1"}
+        for name, (_, _, repeat) in DMC_TASKS.items():
+            entry = entries[dmc_env_id(name)]
+            # the papers' budget in frames, converted to agent steps with the task's action repeat
+            assert entry["policy"] == "CnnPolicy"
+            assert entry["n_timesteps"] * repeat == 1_000_000 and entry["learning_starts"] * repeat == 5000
+            assert entry["train_freq"] * repeat == 1000 and entry["gradient_steps"] == 100
+        # the zoo's Pendulum settings are the learning benchmark's preset
+        assert load_hyperparams(algo, "Pendulum-v1") == {"policy": "MlpPolicy", **benchmark.PRESETS[(algo, "Pendulum-v1")]}
+    with pytest.raises(ValueError, match="No planet hyperparameters for 'CartPole-v1'"):
+        load_hyperparams("planet", "CartPole-v1")
+
+
+def _train_enjoy(tmp_path, capsys, algo, env_id, timesteps, eval_freq, eval_episodes):
+    logs = str(tmp_path / "logs")
+    budget = f"-n {timesteps} --eval-freq {eval_freq} --eval-episodes {eval_episodes} --seed 0 --verbose 0".split()
+    zoo_train.main(["--algo", algo, "--env", env_id, "-f", logs, *budget, "-params", *FAST_PARAMS, *TINY_PARAMS[algo]])
+    name = env_id.replace("/", "-")
+    run = os.path.join(logs, algo, f"{name}_1")
+    evaluations = np.load(os.path.join(run, "evaluations.npz"))
+    assert list(evaluations["timesteps"]) == list(range(eval_freq, timesteps + 1, eval_freq))
+    assert evaluations["results"].shape == (timesteps // eval_freq, eval_episodes)
+    for path in (f"{name}.zip", "best_model.zip", "0.monitor.csv", os.path.join(name, "config.yml")):
+        assert os.path.isfile(os.path.join(run, path)), path
+    assert os.listdir(os.path.join(logs, "tensorboard", name))
+    with open(os.path.join(run, name, "config.yml")) as f:
+        # the shipped YAML was the default, with the overrides on top
+        assert yaml.unsafe_load(f)["learning_starts"] == 20
+
+    capsys.readouterr()
+    zoo_enjoy.main(["--algo", algo, "--env", env_id, "-f", logs, "--no-render", "-n", "12", "--verbose", "1"])
+    assert f"Loading {os.path.join(run, name)}.zip" in capsys.readouterr().out
+    return logs
+
+
+@pytest.mark.parametrize("algo", ["dreamer_v1", "planet"])
+def test_train_enjoy_plot_pendulum(tmp_path, capsys, algo):
+    logs = _train_enjoy(tmp_path, capsys, algo, "Pendulum-v1", timesteps=60, eval_freq=30, eval_episodes=2)
+    # the zoo's own plotting reads the run
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rl_zoo3.plots.all_plots import all_plots
+
+    output = str(tmp_path / "results")
+    argv = sys.argv
+    sys.argv = ["all_plots", "-a", algo, "-e", "Pendulum-v1", "-f", logs, "--no-display", "-o", output]
+    try:
+        with matplotlib.rc_context():
+            all_plots()
+    finally:
+        sys.argv = argv
+        plt.close("all")
+    assert os.path.isfile(output + ".pkl")
+    assert "Pendulum-v1" in capsys.readouterr().out
+
+
+def test_train_enjoy_pixels(tmp_path, capsys):
+    _train_enjoy(tmp_path, capsys, "dreamer_v1", dmc_env_id("cartpole-swingup"), timesteps=30, eval_freq=30, eval_episodes=1)
