@@ -29,7 +29,7 @@ import numpy as np
 from gymnasium import spaces
 
 # The papers' tasks: short name -> (dm_control domain, task, action repeat). The repeats are PlaNet's (Hafner et
-# al., 2019, Table 1 setup), which the Dreamer comparisons also list; Dreamer itself used 2 for every task.
+# al., 2019); Dreamer (Hafner et al., 2020) used 2 for every task.
 DMC_TASKS: dict[str, tuple[str, str, int]] = {
     "cartpole-swingup": ("cartpole", "swingup", 8),
     "reacher-easy": ("reacher", "easy", 4),
@@ -93,7 +93,7 @@ def configure_mujoco_gl() -> None:
         os.environ["MUJOCO_GL"] = "egl"
 
 
-def _probe_backend(backend: str, timeout: float = 120.0) -> tuple[bool, str]:
+def _probe_backend(backend: str, timeout: float = 60.0) -> tuple[bool, str]:
     """Render one small frame with ``MUJOCO_GL=backend`` in a fresh Python process: (works, last error line)."""
     env = {**os.environ, "MUJOCO_GL": backend}
     # PyOpenGL's platform must agree with the backend; a value inherited from this process would break the probe
