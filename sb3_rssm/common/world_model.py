@@ -10,9 +10,9 @@ from typing import Optional
 import torch as th
 from gymnasium import spaces
 from torch import nn
-from torch.distributions import Bernoulli, Normal, kl_divergence
+from torch.distributions import Bernoulli, kl_divergence
 
-from sb3_rssm.common.networks import ObservationDecoder, ObservationEncoder, mlp
+from sb3_rssm.common.networks import ObservationDecoder, ObservationEncoder, mlp, unit_gaussian_log_prob
 from sb3_rssm.common.rssm import KL_STRATEGIES, RSSM, RSSMState, kl_loss
 from sb3_rssm.common.spaces import action_size
 from sb3_rssm.common.type_aliases import SequenceSamples
@@ -132,7 +132,7 @@ class WorldModel(nn.Module):
             log_lik = log_lik.mean()
             metrics[f"reconstruction_log_lik/{key}"] = log_lik.detach()
             loss = loss - log_lik
-        reward_log_lik = Normal(self.reward(features), 1.0, validate_args=False).log_prob(batch.rewards.float()).mean()
+        reward_log_lik = unit_gaussian_log_prob(self.reward(features), batch.rewards.float()).mean()
         kl, kl_raw = kl_loss(posterior, prior, self.kl_strategy, self.free_bits, self.kl_balance_alpha)
         loss = loss - self.reward_scale * reward_log_lik + self.kl_scale * kl
         if self.overshooting_distance > 1:

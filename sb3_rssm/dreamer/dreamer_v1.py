@@ -15,9 +15,9 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from torch import nn
-from torch.distributions import Normal
 
 from sb3_rssm.common.buffers import SequenceReplayBuffer
+from sb3_rssm.common.networks import unit_gaussian_log_prob
 from sb3_rssm.common.rssm import RSSMState
 from sb3_rssm.common.type_aliases import SequenceSamples
 from sb3_rssm.common.world_model_algorithm import WorldModelAlgorithm
@@ -232,7 +232,7 @@ class DreamerV1(WorldModelAlgorithm):
         """One value step: regress the value of each imagined state (but the last) onto its lambda-return."""
         policy = self.policy
         value_prediction = policy.predict_value(features[:, :-1].detach())
-        value_loss = -(weights * Normal(value_prediction, 1.0, validate_args=False).log_prob(returns.detach())).mean()
+        value_loss = -(weights * unit_gaussian_log_prob(value_prediction, returns.detach())).mean()
         grad_norm = self._apply_gradients("value", value_loss, policy.value_optimizer, policy.value.parameters())
         metrics = dict(value_loss=value_loss.detach(), imagined_value=value_prediction.mean().detach())
         if grad_norm is not None:
