@@ -35,7 +35,22 @@ def make_activation(activation_fn: type[nn.Module]) -> nn.Module:
         return activation_fn()
 
 
-def mlp(input_size: int, output_size: int, units: int, layers: int, activation_fn: type[nn.Module]) -> nn.Sequential:
+class MLP(nn.Sequential):
+    """
+    Dense layers applied to the last dimension of inputs with any number of leading dimensions.
+
+    The input is flattened to 2-D first: a dense layer on a 3-D input returns a view of its 2-D result,
+    and an in-place activation on that view makes autograd copy the whole gradient back through it
+    (``CopySlices``), which cost Dreamer's imagination about a sixth of its time.
+    """
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        lead = x.shape[:-1]
+        y = super().forward(x.reshape(-1, x.shape[-1]))
+        return y.reshape(*lead, y.shape[-1])
+
+
+def mlp(input_size: int, output_size: int, units: int, layers: int, activation_fn: type[nn.Module]) -> MLP:
     """``layers`` hidden dense layers of ``units`` with ``activation_fn``, then a linear output."""
     modules: list[nn.Module] = []
     size = input_size
@@ -43,7 +58,7 @@ def mlp(input_size: int, output_size: int, units: int, layers: int, activation_f
         modules += [nn.Linear(size, units), make_activation(activation_fn)]
         size = units
     modules.append(nn.Linear(size, output_size))
-    return nn.Sequential(*modules)
+    return MLP(*modules)
 
 
 def as_dict(observations: ObsTensor) -> dict[str, th.Tensor]:

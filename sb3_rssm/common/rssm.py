@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence
 
-from sb3_rssm.common.networks import make_activation
+from sb3_rssm.common.networks import MLP, make_activation
 
 KL_STRATEGIES = ("regular", "free_bits", "balanced")
 
@@ -100,14 +100,14 @@ class RSSM(nn.Module):
         self.deterministic_size = deterministic_size
         self.hidden_size = hidden_size
         self.min_std = min_std
-        self.prior_input = nn.Sequential(nn.Linear(stochastic_size + action_size, hidden_size), make_activation(activation_fn))
+        self.prior_input = MLP(nn.Linear(stochastic_size + action_size, hidden_size), make_activation(activation_fn))
         self.gru = nn.GRUCell(hidden_size, deterministic_size)
-        self.prior_head = nn.Sequential(
+        self.prior_head = MLP(
             nn.Linear(deterministic_size, hidden_size),
             make_activation(activation_fn),
             nn.Linear(hidden_size, 2 * stochastic_size),
         )
-        self.posterior_head = nn.Sequential(
+        self.posterior_head = MLP(
             nn.Linear(deterministic_size + embed_size, hidden_size),
             make_activation(activation_fn),
             nn.Linear(hidden_size, 2 * stochastic_size),
