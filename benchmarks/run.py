@@ -300,9 +300,12 @@ def main() -> None:
     parser.add_argument("--out", type=pathlib.Path, default=OUT)
     args = parser.parse_args()
     th.set_num_threads(args.threads)
-    command = "python -m benchmarks.run " + " ".join(a for a in sys.argv[1:] if not a.startswith("--peer-python"))
+    # the command as anyone can rerun it: the peer interpreter's path is this machine's
+    argv = sys.argv[1:]
     if args.peer_python:
-        command += " --peer-python <torchrl venv>/bin/python"
+        argv = [("<torchrl venv>/bin/python" if a == args.peer_python else a) for a in argv]
+        argv = [a.replace(args.peer_python, "<torchrl venv>/bin/python") for a in argv]
+    command = " ".join(["python -m benchmarks.run", *argv])
     results: dict[str, Any] = dict(machine=machine(args.device))
     print(json.dumps(results["machine"]), flush=True)
     peak = results["machine"]["matmul_gflop_per_s"] * 1e9
