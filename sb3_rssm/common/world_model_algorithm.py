@@ -27,7 +27,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.save_util import load_from_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, RolloutReturn, Schedule, TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.utils import should_collect_more_steps, update_learning_rate
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv
 
 from sb3_rssm.common.buffers import SequenceReplayBuffer
 from sb3_rssm.common.checkpoint import SavePath, capture_rng_state, read_saved_data, restore_rng_state
@@ -403,6 +403,8 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
             try:
                 new_obs, rewards, dones, infos = env.step(actions)
             except (EOFError, ConnectionError) as error:
+                if not isinstance(env.unwrapped, SubprocVecEnv):
+                    raise  # the env's own error (e.g. a network call), not a dead worker
                 raise EnvWorkerError(
                     f"An env worker process stopped while stepping ({type(error).__name__}) at num_timesteps="
                     f"{self.num_timesteps}: the env raised inside the worker, and the worker's traceback is printed "
