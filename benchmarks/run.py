@@ -70,22 +70,23 @@ def machine(device: str) -> dict[str, Any]:
 
 def update_section(device: str, updates: int, peer_python: str | None) -> list[dict[str, Any]]:
     rows = []
-    for obs in ("pixels", "state"):
-        model, batch = update_time.build(obs, 50, 50, 15, device)
-        row: dict[str, Any] = dict(obs=obs, **update_time.time_update(model, batch, updates))
+    for obs, precision in (("pixels", None), ("state", None), ("pixels", "bf16"), ("state", "bf16")):
+        model, batch = update_time.build(obs, 50, 50, 15, device, mixed_precision=precision)
+        row: dict[str, Any] = dict(obs=obs, mixed_precision=precision, **update_time.time_update(model, batch, updates))
         row["gflop"] = {k: v / 1e9 for k, v in update_time.count_update_flops(model, batch).items()}
         row["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         del model, batch
         if peer_python:
-            row["torchrl_update_s"] = peer_update(peer_python, obs, device, updates)
+            row["torchrl_update_s"] = peer_update(peer_python, obs, device, updates, precision)
         rows.append(row)
         print(json.dumps(dict(section="update", **row)), flush=True)
     return rows
 
 
-def peer_update(python: str, obs: str, device: str, updates: int) -> float:
-    """TorchRL's update on the same work, in its own interpreter, run alone after ours."""
+def peer_update(python: str, obs: str, device: str, updates: int, precision: str | None = None) -> float:
+    """TorchRL's update on the same work (and the same autocast), in its own interpreter, run alone after ours."""
     command = [python, str(PEER), "--obs", obs, "--batch", "50", "--seq", "50", "--horizon", "15"]
+    command += ["--autocast", precision or "off"]
     command += ["--updates", str(updates), "--threads", str(th.get_num_threads()), "--device", device.split(":")[0]]
     lines = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()
     fields = dict(item.split("=", 1) for item in lines[-1].split())
@@ -216,6 +217,8 @@ def markdown(results: dict[str, Any], command: str) -> str:
             gflop = sum(row["gflop"].values())
             peer = f"{row['torchrl_update_s']:.2f} s" if "torchrl_update_s" in row else "not run"
             label = "64x64x3 pixels" if row["obs"] == "pixels" else "24-dim vector"
+            if row.get("mixed_precision"):
+                label += f", {row['mixed_precision']} autocast (option)"
             phases = " | ".join(
                 f"{row[f'{name}_s']:.2f} s ({fraction(row['gflop'][name], row[f'{name}_s'], peak)})"
                 for name in update_time.PHASES
@@ -257,7 +260,8 @@ def markdown(results: dict[str, Any], command: str) -> str:
                 f"Replay memory: {results['memory']['replay_bytes_per_64x64x3_transition']:,.0f} bytes per 64x64x3 transition."
             )
         if "update" in results:
-            lines.append(f"Peak RSS of the harness after the pixel update: {results['update'][0]['peak_rss_gib']:.2f} GiB.")
+            rss = results["update"][0]["peak_rss_gib"]
+            lines.append(f"Peak RSS of the harness after the float32 pixel update: {rss:.2f} GiB.")
         lines.append("")
     if "scaling" in results:
         lines += ["| update (pixels) | sequence length 25 | sequence length 50 |", "|---|---|---|"]

@@ -131,16 +131,18 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--mixed-precision", choices=["bf16"], default=None)
     args = parser.parse_args()
     if args.threads > 0:
         th.set_num_threads(args.threads)
-    model, batch = build(args.obs, args.batch, args.seq, args.horizon, args.device)
+    model, batch = build(args.obs, args.batch, args.seq, args.horizon, args.device, mixed_precision=args.mixed_precision)
     result = dict(
         benchmark="dreamer_v1_update",
         obs=args.obs,
         batch=args.batch,
         seq=args.seq,
         horizon=args.horizon,
+        mixed_precision=args.mixed_precision,
         device=str(model.device),
         threads=th.get_num_threads(),
         torch=th.__version__,

@@ -351,3 +351,24 @@ def test_non_finite_update_is_skipped_then_stops(algorithm):
         assert th.equal(a, b), "a non-finite update must not touch the parameters"
     with pytest.raises(NonFiniteUpdateError, match="world model loss at update"):
         model.train(gradient_steps=2, batch_size=2)
+
+
+def test_bf16_mixed_precision_trains_in_bfloat16_close_to_float32(algorithm):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0, mixed_precision="bf16")
+    dtypes = set()
+    model.policy.world_model.reward_head.register_forward_hook(lambda module, inputs, output: dtypes.add(output.dtype))
+    model.learn(40)
+    assert model._n_updates > 0 and th.bfloat16 in dtypes
+    assert all(th.isfinite(p).all() and p.dtype == th.float32 for p in model.policy.parameters())
+    batch = model.replay_buffer.sample(2)
+    with th.no_grad():
+        full, _, _ = model.policy.world_model.loss(batch)
+        with model._autocast():
+            mixed, _, _ = model.policy.world_model.loss(batch)
+    assert mixed.dtype == th.float32
+    assert abs(mixed.item() - full.item()) < 0.05 * abs(full.item())
+
+
+def test_mixed_precision_choices(algorithm):
+    with pytest.raises(ValueError, match="'bf16'"):
+        tiny_model(algorithm, "MlpPolicy", PointMassEnv(), mixed_precision="fp16")

@@ -133,7 +133,14 @@ class WorldModel(nn.Module):
             metrics[f"reconstruction_log_lik/{key}"] = log_lik.detach()
             loss = loss - log_lik
         reward_log_lik = unit_gaussian_log_prob(self.reward(features), batch.rewards.float()).mean()
-        kl, kl_raw = kl_loss(posterior, prior, self.kl_strategy, self.free_bits, self.kl_balance_alpha)
+        # in float32 even under bfloat16 autocast (a no-op otherwise): the KL of 30 dims is a small difference of logs
+        kl, kl_raw = kl_loss(
+            RSSMState(*(x.float() for x in posterior)),
+            RSSMState(*(x.float() for x in prior)),
+            self.kl_strategy,
+            self.free_bits,
+            self.kl_balance_alpha,
+        )
         loss = loss - self.reward_scale * reward_log_lik + self.kl_scale * kl
         if self.overshooting_distance > 1:
             overshooting = self.overshooting_kl(posterior, batch.actions, batch.is_first)

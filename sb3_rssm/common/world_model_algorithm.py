@@ -7,6 +7,7 @@ collection step, a sequence replay buffer, episode starts tracked per step, and 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import pathlib
 import pickle
@@ -35,6 +36,8 @@ from sb3_rssm.common.policies import RecurrentState, WorldModelPolicy
 from sb3_rssm.common.rssm import RSSMState
 from sb3_rssm.common.spaces import actions_to_model, check_action_space, split_observation_space
 from sb3_rssm.common.type_aliases import SequenceSamples
+
+MIXED_PRECISION = (None, "bf16")
 
 SelfWorldModelAlgorithm = TypeVar("SelfWorldModelAlgorithm", bound="WorldModelAlgorithm")
 
@@ -66,6 +69,9 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
     :param train_freq: collect this many steps (per env) between training phases
     :param gradient_steps: gradient steps per training phase
     :param max_grad_norm: global gradient-norm clip of every optimizer
+    :param mixed_precision: ``"bf16"`` runs the forward passes of training under bfloat16 autocast (losses,
+        returns and gradients stay float32); off by default because it changes the numerics beyond
+        floating-point noise. About 2.5x faster on CPUs with AMX and on recent GPUs (docs/benchmarks.md).
     :param max_nonfinite_updates: stop with an error after this many updates in a row with a
         non-finite loss or gradient (each is skipped, parameters untouched)
     :param log_prediction_interval: for image observations, log an open-loop prediction strip (real frames,
@@ -100,6 +106,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         gradient_steps: int = 100,
         max_grad_norm: float = 100.0,
         max_nonfinite_updates: int = 10,
+        mixed_precision: Optional[str] = None,
         log_prediction_interval: int = 1000,
         replay_buffer_class: Optional[type[SequenceReplayBuffer]] = None,
         replay_buffer_kwargs: Optional[dict[str, Any]] = None,
@@ -141,6 +148,12 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         self.sequence_length = sequence_length
         self.max_grad_norm = max_grad_norm
         self.max_nonfinite_updates = max_nonfinite_updates
+        if mixed_precision not in MIXED_PRECISION:
+            raise ValueError(
+                f"mixed_precision={mixed_precision!r} is not supported: use None (float32) or 'bf16'. float16 would need "
+                "loss scaling, which would make scaled-away overflows look like non-finite updates; bf16 needs none."
+            )
+        self.mixed_precision = mixed_precision
         self.log_prediction_interval = log_prediction_interval
         self._filter_state: Optional[RecurrentState] = None
         self._nonfinite_in_a_row = 0
@@ -278,6 +291,12 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
     def _optimizer_schedules(self) -> list[tuple[str, th.optim.Optimizer, Schedule]]:
         """(log name, optimizer, learning-rate schedule) of every optimizer."""
         return [("learning_rate", self.policy.world_model_optimizer, self.lr_schedule)]
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """Context of the training forward passes: bfloat16 autocast with ``mixed_precision="bf16"``."""
+        if self.mixed_precision is None:
+            return contextlib.nullcontext()
+        return th.autocast(device_type=self.device.type, dtype=th.bfloat16)
 
     def _update_learning_rates(self) -> None:
         for name, optimizer, schedule in self._optimizer_schedules():
@@ -484,7 +503,8 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
     def _train_world_model(self, batch: SequenceSamples) -> tuple[RSSMState, dict[str, th.Tensor]]:
         """One world-model gradient step; returns the posterior states (detached) and metrics."""
         world_model = self.policy.world_model
-        loss, metrics, posterior = world_model.loss(batch)
+        with self._autocast():
+            loss, metrics, posterior = world_model.loss(batch)
         grad_norm = self._apply_gradients("world model", loss, self.policy.world_model_optimizer, world_model.parameters())
         if grad_norm is not None:
             metrics["model_grad_norm"] = grad_norm

@@ -84,6 +84,7 @@ class DreamerV1(WorldModelAlgorithm):
     :param gradient_steps: gradient steps per training phase
     :param max_grad_norm: gradient-norm clip of each optimizer
     :param max_nonfinite_updates: see :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
+    :param mixed_precision: ``None`` or ``"bf16"``, see :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
     :param log_prediction_interval: updates between open-loop prediction images (image observations; 0: never)
     :param replay_buffer_class: a :class:`~sb3_rssm.common.buffers.SequenceReplayBuffer` subclass
     :param replay_buffer_kwargs: its keyword arguments
@@ -122,6 +123,7 @@ class DreamerV1(WorldModelAlgorithm):
         gradient_steps: int = 100,
         max_grad_norm: float = 100.0,
         max_nonfinite_updates: int = 10,
+        mixed_precision: Optional[str] = None,
         log_prediction_interval: int = 1000,
         replay_buffer_class: Optional[type[SequenceReplayBuffer]] = None,
         replay_buffer_kwargs: Optional[dict[str, Any]] = None,
@@ -145,6 +147,7 @@ class DreamerV1(WorldModelAlgorithm):
             gradient_steps=gradient_steps,
             max_grad_norm=max_grad_norm,
             max_nonfinite_updates=max_nonfinite_updates,
+            mixed_precision=mixed_precision,
             log_prediction_interval=log_prediction_interval,
             replay_buffer_class=replay_buffer_class,
             replay_buffer_kwargs=replay_buffer_kwargs,
@@ -192,9 +195,11 @@ class DreamerV1(WorldModelAlgorithm):
 
         imagined, _ = world_model.rssm.imagine(start, act, self.imagination_horizon)
         features = imagined.features
-        rewards = world_model.reward(features)
-        values = self.policy.predict_value(features)
+        # returns are sums over 15 steps: float32 even when the networks run in bfloat16 (a no-op otherwise)
+        rewards = world_model.reward(features).float()
+        values = self.policy.predict_value(features).float()
         continuation = world_model.continuation(features)
+        continuation = None if continuation is None else continuation.float()
         discounts = self.gamma * (th.ones_like(rewards) if continuation is None else continuation)
         returns = lambda_return(rewards[:, :-1], values[:, :-1], discounts[:, :-1], values[:, -1], self.return_lambda)
         weights = th.cumprod(th.cat([th.ones_like(discounts[:, :1]), discounts[:, :-2]], dim=1), dim=1).detach()
@@ -219,7 +224,7 @@ class DreamerV1(WorldModelAlgorithm):
         """
         policy = self.policy
         # the actor's gradient flows through the model and the value net, but only the actor is updated
-        with frozen(policy.world_model, policy.value):
+        with frozen(policy.world_model, policy.value), self._autocast():
             features, returns, weights, entropy = self.imagine(posterior.flatten())
             actor_loss = -(weights * returns).mean()
         grad_norm = self._apply_gradients("actor", actor_loss, policy.actor_optimizer, policy.actor.parameters())
@@ -231,7 +236,8 @@ class DreamerV1(WorldModelAlgorithm):
     def _train_value(self, features: th.Tensor, returns: th.Tensor, weights: th.Tensor) -> dict[str, th.Tensor]:
         """One value step: regress the value of each imagined state (but the last) onto its lambda-return."""
         policy = self.policy
-        value_prediction = policy.predict_value(features[:, :-1].detach())
+        with self._autocast():
+            value_prediction = policy.predict_value(features[:, :-1].detach()).float()
         value_loss = -(weights * unit_gaussian_log_prob(value_prediction, returns.detach())).mean()
         grad_norm = self._apply_gradients("value", value_loss, policy.value_optimizer, policy.value.parameters())
         metrics = dict(value_loss=value_loss.detach(), imagined_value=value_prediction.mean().detach())
