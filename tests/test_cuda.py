@@ -1,0 +1,43 @@
+"""CUDA end to end: training, acting, bf16, save/load and resume on a GPU (skipped without one)."""
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.envs import FakeImageEnv
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from sb3_rssm.common.envs import PointMassEnv
+from tests.conftest import ALGORITHMS, tiny_model
+
+pytestmark = [
+    pytest.mark.skipif(not th.cuda.is_available(), reason="needs a CUDA GPU"),
+    pytest.mark.parametrize("algorithm", ALGORITHMS, ids=lambda a: a.__name__),
+]
+
+
+def test_learn_predict_save_load_on_cuda(algorithm, tmp_path):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0, device="cuda")
+    model.learn(60)
+    assert model._n_updates > 0
+    assert all(p.is_cuda for p in model.policy.parameters())
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
+    mean, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=1)
+    assert np.isfinite(mean)
+    model.save(tmp_path / "model.zip")
+    model.save_replay_buffer(tmp_path / "buffer.pkl")
+    on_cpu = algorithm.load(tmp_path / "model.zip", device="cpu")
+    assert all(not p.is_cuda for p in on_cpu.policy.parameters())
+    resumed = algorithm.load(tmp_path / "model.zip", env=PointMassEnv(), device="cuda")
+    resumed.load_replay_buffer(tmp_path / "buffer.pkl")
+    resumed.learn(20, reset_num_timesteps=False)
+    assert resumed.num_timesteps == 80
+
+
+def test_pixels_and_bf16_on_cuda(algorithm):
+    env = FakeImageEnv(screen_height=64, screen_width=64, n_channels=3)
+    model = tiny_model(algorithm, "CnnPolicy", env, seed=0, device="cuda", mixed_precision="bf16")
+    model.learn(40)
+    assert model._n_updates > 0
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
+    action, state = model.predict(env.observation_space.sample(), deterministic=True)
+    assert env.action_space.contains(action) and all(isinstance(x, np.ndarray) for x in state)
