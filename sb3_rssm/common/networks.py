@@ -67,8 +67,8 @@ def as_dict(observations: ObsTensor) -> dict[str, th.Tensor]:
 
 def preprocess_image(image: th.Tensor) -> th.Tensor:
     """uint8 [0, 255] to float [-0.5, 0.5]."""
-    # in place on the fresh float copy: one allocation instead of three for a batch of frames
-    return image.to(th.float32).div_(255.0).sub_(0.5)
+    # in place on a fresh float copy (copy=True: never the caller's tensor): one allocation instead of three
+    return image.to(th.float32, copy=True).div_(255.0).sub_(0.5)
 
 
 def unit_gaussian_log_prob(mean: th.Tensor, target: th.Tensor, event_dims: int = 0) -> th.Tensor:
