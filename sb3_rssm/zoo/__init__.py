@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Optional
+import sys
+from typing import Any, Callable, Optional
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 
@@ -78,6 +79,26 @@ def with_defaults(argv: list[str], script: str) -> list[str]:
     elif _option_value(argv, "-f", "--folder") is None:
         argv += ["--folder", DEFAULT_LOG_FOLDER]
     return argv
+
+
+def run_zoo_script(script: str, program: str, run: Callable[[], None], argv: Optional[list[str]] = None) -> None:
+    """
+    Register the sb3_rssm algorithms, then run one of the zoo's scripts on ``argv`` with this package's defaults.
+    The zoo's scripts parse ``sys.argv`` themselves, so it is swapped in for the call and restored afterwards.
+
+    :param script: ``"train"``, ``"enjoy"`` or ``"record_video"`` (selects the defaults, see :func:`with_defaults`)
+    :param program: program name shown in the zoo's usage messages
+    :param run: calls the zoo's script (imported after registration)
+    :param argv: command-line arguments without the program name (default: ``sys.argv[1:]``)
+    """
+    register_algos()
+    args = with_defaults(sys.argv[1:] if argv is None else argv, script)
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else program, *args]
+    try:
+        run()
+    finally:
+        sys.argv = saved
 
 
 # Zoo keys that configure the env or the run rather than the algorithm's constructor

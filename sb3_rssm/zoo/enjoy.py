@@ -7,28 +7,24 @@ through ``predict(obs, state, episode_start)``, so the world-model agents filter
 
 from __future__ import annotations
 
-import sys
 from typing import Optional
 
-from sb3_rssm.zoo import register_algos, with_defaults
+from sb3_rssm.zoo import run_zoo_script
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     """
-    Register the sb3_rssm algorithms and run the zoo's ``enjoy()``.
+    Run the zoo's ``enjoy`` with the sb3_rssm algorithms registered.
 
     :param argv: command-line arguments without the program name (default: ``sys.argv[1:]``)
     """
-    register_algos()
-    from rl_zoo3.enjoy import enjoy
 
-    args = with_defaults(sys.argv[1:] if argv is None else argv, "enjoy")
-    saved = sys.argv
-    sys.argv = [saved[0] if saved else "sb3-rssm-enjoy", *args]
-    try:
+    def run() -> None:
+        from rl_zoo3.enjoy import enjoy
+
         enjoy()
-    finally:
-        sys.argv = saved
+
+    run_zoo_script("enjoy", "sb3-rssm-enjoy", run, argv)
 
 
 if __name__ == "__main__":

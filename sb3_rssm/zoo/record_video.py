@@ -8,27 +8,23 @@ Every option of ``python -m rl_zoo3.record_video`` works; the default folder is 
 from __future__ import annotations
 
 import runpy
-import sys
 from typing import Optional
 
-from sb3_rssm.zoo import register_algos, with_defaults
+from sb3_rssm.zoo import run_zoo_script
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     """
-    Register the sb3_rssm algorithms and run the zoo's ``record_video`` script.
+    Run the zoo's ``record_video`` with the sb3_rssm algorithms registered.
 
     :param argv: command-line arguments without the program name (default: ``sys.argv[1:]``)
     """
-    register_algos()
-    args = with_defaults(sys.argv[1:] if argv is None else argv, "record_video")
-    saved = sys.argv
-    sys.argv = [saved[0] if saved else "sb3-rssm-record-video", *args]
-    try:
+
+    def run() -> None:
         # the zoo's record_video is a script body under `if __name__ == "__main__"`, with no function to call
         runpy.run_module("rl_zoo3.record_video", run_name="__main__")
-    finally:
-        sys.argv = saved
+
+    run_zoo_script("record_video", "sb3-rssm-record-video", run, argv)
 
 
 if __name__ == "__main__":

@@ -6,29 +6,24 @@ hyperparameters come from ``sb3_rssm/zoo/hyperparams/<algo>.yml``. Runs land in 
 
 from __future__ import annotations
 
-import sys
 from typing import Optional
 
-from sb3_rssm.zoo import register_algos, with_defaults
+from sb3_rssm.zoo import run_zoo_script
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     """
-    Register the sb3_rssm algorithms and run the zoo's ``train()``.
+    Run the zoo's ``train`` with the sb3_rssm algorithms registered.
 
     :param argv: command-line arguments without the program name (default: ``sys.argv[1:]``)
     """
-    register_algos()
-    from rl_zoo3.train import train
 
-    args = with_defaults(sys.argv[1:] if argv is None else argv, "train")
-    # the zoo's scripts parse sys.argv themselves
-    saved = sys.argv
-    sys.argv = [saved[0] if saved else "sb3-rssm-train", *args]
-    try:
+    def run() -> None:
+        from rl_zoo3.train import train
+
         train()
-    finally:
-        sys.argv = saved
+
+    run_zoo_script("train", "sb3-rssm-train", run, argv)
 
 
 if __name__ == "__main__":
