@@ -1,14 +1,15 @@
 """
-Learning benchmark: algorithms x envs x seeds. Each run trains with the preset hyperparameters of its
+Learning benchmark: algorithms x envs x seeds. Each run trains with the hyperparameters of its
 (algorithm, env), evaluates the deterministic policy every ``--eval-freq`` steps and at the end, and
 records the wall time. Writes ``results.json``, ``table.md`` (final eval return mean +/- std and median
 over seeds, env steps, wall time) and one learning-curve PNG per env into ``--out``.
 
     python examples/benchmark.py --algos dreamer_v1 planet --envs Pendulum-v1 --seeds 0 1 2 --timesteps 20000
 
-Hyperparameters: ``PRESETS`` below, else the zoo file ``sb3_rssm/zoo/hyperparams/<algo>.yml`` (the papers'
-settings for the dm_control pixel ids, e.g. ``sb3_rssm/dmc-cartpole-swingup-pixels-v0``; there ``--timesteps``
-counts agent steps, each ``action_repeat`` frames). ``--tiny`` swaps in tiny networks and a fast update cadence
+Hyperparameters: the zoo files ``sb3_rssm/zoo/hyperparams/<algo>.yml``, the one place they are kept (small
+settings for ``Pendulum-v1``; the papers' for the dm_control pixel ids, e.g.
+``sb3_rssm/dmc-cartpole-swingup-pixels-v0``, where ``--timesteps`` counts agent steps, each ``action_repeat``
+frames). ``--tiny`` swaps in tiny networks and a fast update cadence
 to check the script end to end in seconds; its numbers mean nothing.
 
 Run it alone on the machine: wall times are only comparable without other work beside them.
@@ -17,7 +18,6 @@ Run it alone on the machine: wall times are only comparable without other work b
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import time
@@ -41,30 +41,6 @@ from sb3_rssm.zoo import load_hyperparams
 
 ALGOS = {"dreamer_v1": DreamerV1, "planet": PlaNet}
 
-# Pendulum-v1: a smaller model than the papers' and one update every 4 steps (the papers' 1 per 10 leaves
-# too few updates in 20k steps), sequences of 32 steps (episodes are 200 steps long).
-_PENDULUM_MODEL = dict(
-    stochastic_size=16, deterministic_size=128, hidden_size=128, mlp_units=128, reward_units=128, free_bits=1.0
-)
-_PENDULUM_CADENCE = dict(learning_starts=1000, batch_size=16, sequence_length=32, train_freq=20, gradient_steps=5)
-# (algorithm, env) -> constructor keyword arguments
-PRESETS: dict[tuple[str, str], dict[str, Any]] = {
-    ("dreamer_v1", "Pendulum-v1"): dict(
-        **_PENDULUM_CADENCE,
-        actor_learning_rate=3e-4,
-        value_learning_rate=3e-4,
-        policy_kwargs=dict(
-            **_PENDULUM_MODEL, actor_units=128, actor_layers=3, value_units=128, value_layers=2, actor_init_std=1.0
-        ),
-    ),
-    ("planet", "Pendulum-v1"): dict(
-        **_PENDULUM_CADENCE,
-        # the paper's CEM (1000 candidates, 10 iterations) costs 0.7 s per action on 2 CPU cores at the paper's
-        # model size; a smaller search keeps 20k steps (plus evaluations) near 10 minutes
-        policy_kwargs=dict(**_PENDULUM_MODEL, planning_horizon=12, num_candidates=150, num_elites=15, cem_iterations=4),
-    ),
-}
-
 # --tiny: a smoke test of the script, not a benchmark
 _TINY_MODEL = dict(
     stochastic_size=4,
@@ -86,16 +62,8 @@ _TINY_CADENCE = dict(buffer_size=10_000, learning_starts=20, batch_size=2, seque
 
 
 def hyperparameters(algo: str, env_id: str, tiny: bool = False) -> dict[str, Any]:
-    """Constructor keyword arguments for one run: PRESETS, else the zoo YAML entry; ``tiny`` shrinks them."""
-    if (algo, env_id) in PRESETS:
-        kwargs = copy.deepcopy(PRESETS[(algo, env_id)])
-    else:
-        try:
-            kwargs = load_hyperparams(algo, env_id)
-        except ValueError as exc:
-            raise ValueError(
-                f"No preset for {algo} on {env_id}: add one to PRESETS in {__file__} or to the zoo file ({exc})"
-            ) from exc
+    """Constructor keyword arguments for one run: the zoo YAML entry; ``tiny`` shrinks them."""
+    kwargs = load_hyperparams(algo, env_id)
     if tiny:
         kwargs.update(_TINY_CADENCE, **{k: v for k, v in TINY[algo].items() if k != "policy_kwargs"})
         kwargs["policy_kwargs"] = {**kwargs.get("policy_kwargs", {}), **TINY[algo]["policy_kwargs"]}

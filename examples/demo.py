@@ -16,14 +16,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch as th
-
-# the Pendulum-v1 preset of the learning benchmark (examples/benchmark.py, beside this file)
-from benchmark import PRESETS
 from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
 from sb3_rssm import DreamerV1
+from sb3_rssm.zoo import load_hyperparams
 
 
 def main() -> None:
@@ -37,15 +35,19 @@ def main() -> None:
 
     env = Monitor(gym.make("Pendulum-v1"))
     eval_env = Monitor(gym.make("Pendulum-v1"))
+    # the small Pendulum-v1 settings of the learning benchmark and the zoo (sb3_rssm/zoo/hyperparams/dreamer_v1.yml)
+    hyperparams = load_hyperparams("dreamer_v1", "Pendulum-v1")
     model = DreamerV1(
-        "MlpPolicy",
+        hyperparams.pop("policy"),
         env,
-        **PRESETS[("dreamer_v1", "Pendulum-v1")],
+        **hyperparams,
         tensorboard_log=os.path.join(args.log_dir, "tensorboard"),
         seed=args.seed,
         verbose=1,
     )
-    eval_callback = EvalCallback(eval_env, eval_freq=2000, n_eval_episodes=3, log_path=args.log_dir, warn=False)
+    # at least one evaluation, also on budgets under 2000 steps: the curve and the summary read it
+    eval_freq = min(2000, args.timesteps)
+    eval_callback = EvalCallback(eval_env, eval_freq=eval_freq, n_eval_episodes=3, log_path=args.log_dir, warn=False)
     start = time.time()
     model.learn(args.timesteps, callback=eval_callback, progress_bar=True)
     wall = time.time() - start

@@ -16,6 +16,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_rssm import DreamerV1
+from sb3_rssm.zoo import load_hyperparams
 
 
 def main() -> None:
@@ -25,34 +26,12 @@ def main() -> None:
     parser.add_argument("--out", default="runs/quickstart_vector")
     args = parser.parse_args()
 
-    model = DreamerV1(
-        "MlpPolicy",
-        "Pendulum-v1",
-        # the Pendulum preset of examples/benchmark.py: a smaller model and more frequent updates than the paper's,
-        # whose cadence (100 updates per 1000 steps after 5000 random ones) would not start learning in this budget
-        learning_starts=1000,
-        batch_size=16,
-        sequence_length=32,
-        train_freq=20,
-        gradient_steps=5,
-        actor_learning_rate=3e-4,
-        value_learning_rate=3e-4,
-        policy_kwargs=dict(
-            stochastic_size=16,
-            deterministic_size=128,
-            hidden_size=128,
-            mlp_units=128,
-            reward_units=128,
-            free_bits=1.0,
-            actor_units=128,
-            actor_layers=3,
-            value_units=128,
-            value_layers=2,
-            actor_init_std=1.0,
-        ),
-        seed=args.seed,
-        verbose=1,
-    )
+    # The small Pendulum-v1 settings of sb3_rssm/zoo/hyperparams/dreamer_v1.yml: a smaller model and more frequent
+    # updates than the paper's, whose cadence (100 updates per 1000 steps after 5000 random ones) would not start
+    # learning in this budget. DreamerV1("MlpPolicy", "Pendulum-v1") alone gives the paper's settings.
+    hyperparams = load_hyperparams("dreamer_v1", "Pendulum-v1")
+    print("hyperparameters:", hyperparams)
+    model = DreamerV1(env="Pendulum-v1", **hyperparams, seed=args.seed, verbose=1)
     model.learn(args.timesteps, progress_bar=False)
     mean, std = evaluate_policy(model, model.get_env(), n_eval_episodes=3)
     print(f"Eval return after {args.timesteps} steps: {mean:.1f} +/- {std:.1f} (a random policy gets about -1200)")

@@ -68,8 +68,10 @@ def test_hyperparameter_files():
             assert entry["policy"] == "CnnPolicy"
             assert entry["n_timesteps"] * repeat == 1_000_000 and entry["learning_starts"] * repeat == 5000
             assert entry["train_freq"] * repeat == 1000 and entry["gradient_steps"] == 100
-        # the zoo's Pendulum settings are the learning benchmark's preset
-        assert load_hyperparams(algo, "Pendulum-v1") == {"policy": "MlpPolicy", **benchmark.PRESETS[(algo, "Pendulum-v1")]}
+        # the learning benchmark trains with the zoo's entry, unchanged unless --tiny
+        assert benchmark.hyperparameters(algo, "Pendulum-v1") == load_hyperparams(algo, "Pendulum-v1")
+        assert load_hyperparams(algo, "Pendulum-v1")["policy"] == "MlpPolicy"
+        assert benchmark.hyperparameters(algo, "Pendulum-v1", tiny=True)["batch_size"] == 2
     with pytest.raises(ValueError, match="No planet hyperparameters for 'CartPole-v1'"):
         load_hyperparams("planet", "CartPole-v1")
 
