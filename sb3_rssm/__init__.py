@@ -1,5 +1,11 @@
 """sb3_rssm: world-model agents (PlaNet, Dreamer) for Stable-Baselines3."""
 
+# first, before any torch tensor exists: PyTorch reads the variable at its first allocation
+from sb3_rssm.common.memory import enable_huge_pages
+
+enable_huge_pages()
+
+# ruff: noqa: E402
 from sb3_rssm.common.dmc import configure_mujoco_gl, make_dmc_env, register_dmc_envs
 from sb3_rssm.dreamer import DreamerV1
 from sb3_rssm.planet import PlaNet
