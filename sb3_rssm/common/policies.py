@@ -24,6 +24,17 @@ from sb3_rssm.common.world_model import WorldModel
 RecurrentState = tuple[th.Tensor, th.Tensor, th.Tensor]
 
 
+def starts_tensor(episode_start: Optional[np.ndarray], n_envs: int, device: th.device) -> Optional[th.Tensor]:
+    """
+    Episode-start flags as the float tensor :meth:`WorldModelPolicy.step` takes, or None when no env starts an
+    episode (the common case when acting: the belief reset is then skipped).
+    """
+    if episode_start is None:
+        return None
+    flags = np.asarray(episode_start, dtype=np.float32).reshape(n_envs)
+    return th.as_tensor(flags, device=device) if flags.any() else None
+
+
 class WorldModelPolicy(BasePolicy):
     """
     World model plus the acting loop on its belief state. Subclasses choose actions from the belief
@@ -156,6 +167,14 @@ class WorldModelPolicy(BasePolicy):
             super().set_training_mode(mode)
 
     @property
+    def device(self) -> th.device:
+        """
+        Where the networks are. SB3's property walks the module tree to find a parameter, and acting reads it
+        every step: the GRU's weight is one attribute lookup (``.to()`` moves it like every parameter).
+        """
+        return self.world_model.rssm.gru.weight_hh.device
+
+    @property
     def optimizer_names(self) -> list[str]:
         """Attribute names of every optimizer, saved and restored with the model."""
         return ["world_model_optimizer"]
@@ -179,16 +198,19 @@ class WorldModelPolicy(BasePolicy):
         latent = self.world_model.rssm.initial(n_envs)
         return latent.deterministic, latent.stochastic, latent.stochastic.new_zeros(n_envs, self.model_action_size)
 
-    def filter(self, observation: PyTorchObs, state: RecurrentState, episode_start: th.Tensor, sample: bool) -> RSSMState:
+    def filter(
+        self, observation: PyTorchObs, state: RecurrentState, episode_start: Optional[th.Tensor], sample: bool
+    ) -> RSSMState:
         """
-        Fold one observation per env into the belief: reset where ``episode_start``, then a posterior step
-        with the previous action.
+        Fold one observation per env into the belief: reset where ``episode_start`` (None: no env starts an
+        episode, which skips the reset), then a posterior step with the previous action.
         """
         deterministic, stochastic, action = state
         rssm = self.world_model.rssm
         previous = RSSMState(deterministic, stochastic, stochastic, th.ones_like(stochastic))
         embed = self.world_model.encoder(observation)
-        posterior, _ = rssm.observe_step(previous, action, embed, episode_start.float(), sample=sample, with_prior=False)
+        is_first = None if episode_start is None else episode_start.float()
+        posterior, _ = rssm.observe_step(previous, action, embed, is_first, sample=sample, with_prior=False)
         return posterior
 
     def _act(self, latent: RSSMState, deterministic: bool) -> th.Tensor:
@@ -213,12 +235,14 @@ class WorldModelPolicy(BasePolicy):
         self,
         observation: PyTorchObs,
         state: RecurrentState,
-        episode_start: th.Tensor,
+        episode_start: Optional[th.Tensor],
         deterministic: bool = False,
         action: Optional[th.Tensor] = None,
     ) -> tuple[th.Tensor, RecurrentState]:
         """
         One acting step: filter ``observation`` into the belief, then act on it.
+
+        :param episode_start: (n_envs,) flags where the state is reset first; None when no env starts
 
         :param action: the normalized action to take instead of the policy's (random warm-up actions),
             so that the next step is filtered with the action actually taken
@@ -273,9 +297,7 @@ class WorldModelPolicy(BasePolicy):
                         "pass state=None to start fresh."
                     )
                 torch_state = tuple(th.as_tensor(np.asarray(x), dtype=th.float32, device=self.device) for x in state)
-            if episode_start is None:
-                episode_start = np.zeros(n_envs, dtype=bool)
-            starts = th.as_tensor(np.asarray(episode_start, dtype=np.float32).reshape(n_envs), device=self.device)
+            starts = starts_tensor(episode_start, n_envs, self.device)
             model_action, new_state = self.step(obs_tensor, torch_state, starts, deterministic)  # type: ignore[arg-type]
         actions = self.to_env_action(model_action)
         if not vectorized_env:

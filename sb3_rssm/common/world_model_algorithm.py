@@ -32,7 +32,7 @@ from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv
 
 from sb3_rssm.common.buffers import SequenceReplayBuffer
 from sb3_rssm.common.checkpoint import SavePath, capture_rng_state, read_saved_data, restore_rng_state
-from sb3_rssm.common.policies import RecurrentState, WorldModelPolicy
+from sb3_rssm.common.policies import RecurrentState, WorldModelPolicy, starts_tensor
 from sb3_rssm.common.rssm import RSSMState
 from sb3_rssm.common.spaces import actions_to_model, check_action_space, split_observation_space
 from sb3_rssm.common.type_aliases import SequenceSamples
@@ -320,7 +320,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         if self._filter_state is None or self._filter_state[0].shape[0] != n_envs:
             self._filter_state = self.policy.initial_state(n_envs)
         obs_tensor, _ = self.policy.obs_to_tensor(self._last_obs)
-        starts = th.as_tensor(np.asarray(self._last_episode_starts, dtype=np.float32), device=self.device)
+        starts = starts_tensor(self._last_episode_starts, n_envs, self.device)
         forced = None
         if self.num_timesteps < learning_starts:
             random_actions = np.array([self.action_space.sample() for _ in range(n_envs)])
