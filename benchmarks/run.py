@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3 import SAC
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -35,6 +36,9 @@ from benchmarks import cem_time, update_time
 from benchmarks.machine import matmul_flops_per_s
 from sb3_rssm import DreamerV1
 from sb3_rssm.common.buffers import SequenceReplayBuffer
+from sb3_rssm.common.memory import HUGE_PAGES_VARIABLE
+
+THP_MODE = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -62,10 +66,21 @@ def machine(device: str) -> dict[str, Any]:
         torch=th.__version__,
         device=device,
         matmul_gflop_per_s=matmul_flops_per_s(device=device) / 1e9,
+        # importing sb3_rssm sets it (unless set); the peer's interpreter inherits this environment
+        huge_pages=os.environ.get(HUGE_PAGES_VARIABLE),
+        kernel_thp_mode=thp_mode(),
     )
     if device.startswith("cuda"):
         info["gpu"] = th.cuda.get_device_name()
     return info
+
+
+def thp_mode() -> str | None:
+    try:
+        text = THP_MODE.read_text()
+        return text[text.index("[") + 1 : text.index("]")]
+    except (OSError, ValueError):
+        return None
 
 
 def update_section(device: str, updates: int, peer_python: str | None) -> list[dict[str, Any]]:
@@ -78,19 +93,44 @@ def update_section(device: str, updates: int, peer_python: str | None) -> list[d
         del model, batch
         if peer_python:
             row["torchrl_update_s"] = peer_update(peer_python, obs, device, updates, precision)
+        if obs == "pixels" and precision is None and device == "cpu":
+            # what huge pages buy each side: both again in fresh interpreters with the variable at 0
+            row["without_huge_pages"] = dict(update_s=own_update_without_huge_pages(updates))
+            if peer_python:
+                row["without_huge_pages"]["torchrl_update_s"] = peer_update(
+                    peer_python, obs, device, updates, precision, huge_pages="0"
+                )
         rows.append(row)
         print(json.dumps(dict(section="update", **row)), flush=True)
     return rows
 
 
-def peer_update(python: str, obs: str, device: str, updates: int, precision: str | None = None) -> float:
-    """TorchRL's update on the same work (and the same autocast), in its own interpreter, run alone after ours."""
+def environment(huge_pages: str | None) -> dict[str, str]:
+    """This process's environment, with the huge-pages variable at ``huge_pages`` when given."""
+    return {**os.environ, **({HUGE_PAGES_VARIABLE: huge_pages} if huge_pages is not None else {})}
+
+
+def peer_update(
+    python: str, obs: str, device: str, updates: int, precision: str | None = None, huge_pages: str | None = None
+) -> float:
+    """
+    TorchRL's update on the same work (and the same autocast), in its own interpreter, run alone after ours.
+    It inherits this process's environment, huge pages included, unless ``huge_pages`` says otherwise.
+    """
     command = [python, str(PEER), "--obs", obs, "--batch", "50", "--seq", "50", "--horizon", "15"]
     command += ["--autocast", precision or "off"]
     command += ["--updates", str(updates), "--threads", str(th.get_num_threads()), "--device", device.split(":")[0]]
-    lines = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()
-    fields = dict(item.split("=", 1) for item in lines[-1].split())
+    result = subprocess.run(command, check=True, capture_output=True, text=True, env=environment(huge_pages))
+    fields = dict(item.split("=", 1) for item in result.stdout.strip().splitlines()[-1].split())
     return float(fields["torchrl_dreamer_update_s"])
+
+
+def own_update_without_huge_pages(updates: int) -> float:
+    """Our float32 pixel update in a fresh interpreter with ``THP_MEM_ALLOC_ENABLE=0`` (read once per process)."""
+    command = [sys.executable, "-m", "benchmarks.update_time", "--obs", "pixels", "--updates", str(updates)]
+    command += ["--threads", str(th.get_num_threads())]
+    result = subprocess.run(command, check=True, capture_output=True, text=True, env=environment("0"), cwd=ROOT)
+    return float(json.loads(result.stdout.strip().splitlines()[-1])["update_s"])
 
 
 def cem_section(device: str, repeats: int, flops_per_s: float) -> list[dict[str, Any]]:
@@ -126,13 +166,15 @@ def acting_section(steps: int) -> dict[str, Any]:
     steps_per_second(lambda: raw.step(next(iterator)), 200)
     raw_sps = steps_per_second(lambda: raw.step(next(iterator)), steps)
     result: dict[str, Any] = dict(env="Pendulum-v1", steps=steps, raw_vec_env_steps_per_s=raw_sps)
-    # warm-up (random actions, still filtered into the belief) and acting with the actor: no update either way
-    for name, learning_starts in (("warm_up", 10**9), ("actor", 0)):
-        model = DreamerV1("MlpPolicy", make_env(), learning_starts=learning_starts, train_freq=1, gradient_steps=0, seed=0)
-        model.learn(200)
-        start = time.perf_counter()
-        model.learn(steps, reset_num_timesteps=False)
-        result[f"learn_{name}_steps_per_s"] = steps / (time.perf_counter() - start)
+    # warm-up (random actions, still filtered into the belief) and acting with the actor: no update either way.
+    # SB3's own SAC in the same two modes shows what SB3's collection loop costs by itself.
+    for algorithm, prefix in ((DreamerV1, "learn"), (SAC, "sac_learn")):
+        for name, learning_starts in (("warm_up", 10**9), ("actor", 0)):
+            model = algorithm("MlpPolicy", make_env(), learning_starts=learning_starts, train_freq=1, gradient_steps=0, seed=0)
+            model.learn(200)
+            start = time.perf_counter()
+            model.learn(steps, reset_num_timesteps=False)
+            result[f"{prefix}_{name}_steps_per_s"] = steps / (time.perf_counter() - start)
     print(json.dumps(dict(section="acting", **result)), flush=True)
     return result
 
@@ -227,7 +269,17 @@ def markdown(results: dict[str, Any], command: str) -> str:
                 f"| {label} | {phases} | **{row['update_s']:.2f} s** | {gflop:.0f} "
                 f"| {fraction(gflop, row['update_s'], peak)} | {peer} |"
             )
-        lines += ["", "In brackets: that phase's FLOPs per second as a share of the matmul reference.", ""]
+        lines += ["", "In brackets: that phase's FLOPs per second as a share of the matmul reference."]
+        for row in results["update"]:
+            if "without_huge_pages" in row:
+                off = row["without_huge_pages"]
+                peer = f", TorchRL {off['torchrl_update_s']:.2f} s" if "torchrl_update_s" in off else ""
+                lines.append(
+                    f"Huge pages ({HUGE_PAGES_VARIABLE}={m.get('huge_pages')}, kernel THP mode {m.get('kernel_thp_mode')}; "
+                    "the TorchRL run inherits the setting): with the variable at 0, the float32 pixel update takes "
+                    f"{off['update_s']:.2f} s{peer}."
+                )
+        lines.append("")
     if "cem" in results:
         lines += [
             "| PlaNet CEM (12 / 1000 / 100 / 10) | seconds per action | GFLOP | lower bound | ratio |",
@@ -247,12 +299,15 @@ def markdown(results: dict[str, Any], command: str) -> str:
             "|---|---|---|",
             f"| raw `DummyVecEnv` + `Monitor`, random actions | {raw:,.0f} | 100% |",
         ]
-        for name, label in (
-            ("warm_up", "during warm-up (random actions, belief filtered)"),
-            ("actor", "acting with the actor"),
+        for key, label in (
+            ("learn_warm_up", "DreamerV1 `learn()` during warm-up (random actions, belief filtered)"),
+            ("learn_actor", "DreamerV1 `learn()` acting with the actor"),
+            ("sac_learn_warm_up", "for scale: SB3's SAC `learn()` during warm-up (random actions)"),
+            ("sac_learn_actor", "for scale: SB3's SAC `learn()` acting with its actor"),
         ):
-            sps = a[f"learn_{name}_steps_per_s"]
-            lines.append(f"| `learn()` {label} | {sps:,.0f} | {sps / raw:.0%} |")
+            if f"{key}_steps_per_s" in a:
+                sps = a[f"{key}_steps_per_s"]
+                lines.append(f"| {label} | {sps:,.0f} | {sps / raw:.0%} |")
         lines.append("")
     if "memory" in results or "update" in results:
         if "memory" in results:
