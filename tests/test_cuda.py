@@ -1,4 +1,4 @@
-"""CUDA end to end: training, acting, bf16, save/load and resume on a GPU (skipped without one)."""
+"""CUDA end to end: training, acting, bf16 and fp16, save/load and resume on a GPU (skipped without one)."""
 
 import numpy as np
 import pytest
@@ -33,9 +33,10 @@ def test_learn_predict_save_load_on_cuda(algorithm, tmp_path):
     assert resumed.num_timesteps == 80
 
 
-def test_pixels_and_bf16_on_cuda(algorithm):
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_pixels_and_mixed_precision_on_cuda(algorithm, precision):
     env = FakeImageEnv(screen_height=64, screen_width=64, n_channels=3)
-    model = tiny_model(algorithm, "CnnPolicy", env, seed=0, device="cuda", mixed_precision="bf16")
+    model = tiny_model(algorithm, "CnnPolicy", env, seed=0, device="cuda", mixed_precision=precision)
     model.learn(40)
     assert model._n_updates > 0
     assert all(th.isfinite(p).all() for p in model.policy.parameters())

@@ -20,7 +20,7 @@ from stable_baselines3.common.callbacks import (
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import FakeImageEnv, SimpleMultiObsEnv
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import Logger, configure
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecMonitor, VecNormalize
 
 from sb3_rssm.common.envs import PointMassEnv
@@ -336,8 +336,6 @@ def test_same_seed_same_updates_different_seed_differs(algorithm):
 
 
 def test_non_finite_update_is_skipped_then_stops(algorithm):
-    from stable_baselines3.common.logger import Logger
-
     from sb3_rssm.common.world_model_algorithm import NonFiniteUpdateError
 
     model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), max_nonfinite_updates=3, seed=0)
@@ -369,6 +367,33 @@ def test_bf16_mixed_precision_trains_in_bfloat16_close_to_float32(algorithm):
     assert abs(mixed.item() - full.item()) < 0.05 * abs(full.item())
 
 
+def test_fp16_mixed_precision_scales_the_loss_and_skips_overflows(algorithm, tmp_path):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0, mixed_precision="fp16")
+    dtypes = set()
+    model.policy.world_model.reward_head.register_forward_hook(lambda module, inputs, output: dtypes.add(output.dtype))
+    model.learn(40)
+    assert model._n_updates > 0 and th.float16 in dtypes
+    assert all(th.isfinite(p).all() and p.dtype == th.float32 for p in model.policy.parameters())
+    assert model.logger.name_to_value["train/grad_scale"] > 1
+    # a scale so large that the float16 gradients overflow: the update is skipped and the scale lowered,
+    # without counting as a non-finite update
+    model.grad_scaler.update(new_scale=2.0**100)
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    model.set_logger(Logger(None, []))
+    model.train(gradient_steps=1, batch_size=2)
+    values = model.logger.name_to_value
+    assert values["train/overflow_skips"] == 1 and values["train/skipped_updates"] == 0
+    assert model.grad_scaler.get_scale() == 2.0**99
+    assert all(th.equal(a, b) for a, b in zip(before, model.policy.parameters()))
+    model.train(gradient_steps=1, batch_size=2)  # the halved scale still overflows: a second skip, not an error
+    assert model._nonfinite_in_a_row == 0
+    # the scale is saved with the model
+    model.grad_scaler.update(new_scale=1024.0)
+    model.save(tmp_path / "model.zip")
+    loaded = algorithm.load(tmp_path / "model.zip", env=PointMassEnv())
+    assert loaded.mixed_precision == "fp16" and loaded.grad_scaler.get_scale() == 1024.0
+
+
 def test_mixed_precision_choices(algorithm):
-    with pytest.raises(ValueError, match="'bf16'"):
-        tiny_model(algorithm, "MlpPolicy", PointMassEnv(), mixed_precision="fp16")
+    with pytest.raises(ValueError, match="'fp16'"):
+        tiny_model(algorithm, "MlpPolicy", PointMassEnv(), mixed_precision="fp8")

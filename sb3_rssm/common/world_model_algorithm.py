@@ -37,7 +37,7 @@ from sb3_rssm.common.rssm import RSSMState
 from sb3_rssm.common.spaces import actions_to_model, check_action_space, split_observation_space
 from sb3_rssm.common.type_aliases import SequenceSamples
 
-MIXED_PRECISION = (None, "bf16")
+MIXED_PRECISION = {None: None, "bf16": th.bfloat16, "fp16": th.float16}
 
 SelfWorldModelAlgorithm = TypeVar("SelfWorldModelAlgorithm", bound="WorldModelAlgorithm")
 
@@ -72,6 +72,9 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
     :param mixed_precision: ``"bf16"`` runs the forward passes of training under bfloat16 autocast (losses,
         returns and gradients stay float32); off by default because it changes the numerics beyond
         floating-point noise. About 2.5x faster on CPUs with AMX and on recent GPUs (docs/benchmarks.md).
+        ``"fp16"``: float16 autocast with dynamic loss scaling (``torch.amp.GradScaler``), for GPUs without
+        fast bfloat16 (V100, T4); an update whose scaled gradients overflow is skipped and the scale lowered,
+        as loss scaling intends, and is counted in ``train/overflow_skips``, not as a non-finite update.
     :param max_nonfinite_updates: stop with an error after this many updates in a row with a
         non-finite loss or gradient (each is skipped, parameters untouched)
     :param log_prediction_interval: for image observations, log an open-loop prediction strip (real frames,
@@ -150,10 +153,14 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         self.max_nonfinite_updates = max_nonfinite_updates
         if mixed_precision not in MIXED_PRECISION:
             raise ValueError(
-                f"mixed_precision={mixed_precision!r} is not supported: use None (float32) or 'bf16'. float16 would need "
-                "loss scaling, which would make scaled-away overflows look like non-finite updates; bf16 needs none."
+                f"mixed_precision={mixed_precision!r} is not supported: use None (float32), 'bf16' (bfloat16 autocast) "
+                "or 'fp16' (float16 autocast with loss scaling)."
             )
         self.mixed_precision = mixed_precision
+        # float16's loss scaler: built in _setup_model; its state travels in saves as plain numbers
+        self.grad_scaler: Optional[th.amp.GradScaler] = None
+        self._grad_scaler_state: Optional[dict[str, Any]] = None
+        self._overflows_this_step = self._unscaled_this_step = False
         self.log_prediction_interval = log_prediction_interval
         self._filter_state: Optional[RecurrentState] = None
         self._nonfinite_in_a_row = 0
@@ -176,6 +183,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         self.replay_buffer_kwargs = {"sequence_length": self.sequence_length, **self.replay_buffer_kwargs}
         super()._setup_model()
         self._filter_state = None
+        self.grad_scaler = th.amp.GradScaler(self.device.type) if self.mixed_precision == "fp16" else None
 
     def load_replay_buffer(self, path: Union[str, pathlib.Path, io.BufferedIOBase], truncate_last_traj: bool = True) -> None:
         """
@@ -228,7 +236,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         # the belief state belongs to the collection env's current episodes, not to the model
-        return [*super()._excluded_save_params(), "_filter_state"]
+        return [*super()._excluded_save_params(), "_filter_state", "grad_scaler"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", *(f"policy.{name}" for name in self.policy.optimizer_names)], []
@@ -248,10 +256,12 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         :param include: attributes to save even if excluded by default
         """
         self._rng_state = capture_rng_state(self.action_space)
+        self._grad_scaler_state = None if self.grad_scaler is None else self.grad_scaler.state_dict()
         try:
             super().save(path, exclude, include)
         finally:
             self._rng_state = None
+            self._grad_scaler_state = None
 
     @classmethod
     def load(  # type: ignore[override]
@@ -285,7 +295,10 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
         if model._rng_state is not None and model.seed is not None:
             restore_rng_state(model._rng_state, model.action_space)
+        if model.grad_scaler is not None and model._grad_scaler_state:
+            model.grad_scaler.load_state_dict(model._grad_scaler_state)
         model._rng_state = None
+        model._grad_scaler_state = None
         return model
 
     def _optimizer_schedules(self) -> list[tuple[str, th.optim.Optimizer, Schedule]]:
@@ -293,10 +306,10 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         return [("learning_rate", self.policy.world_model_optimizer, self.lr_schedule)]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        """Context of the training forward passes: bfloat16 autocast with ``mixed_precision="bf16"``."""
+        """Context of the training forward passes: autocast to ``mixed_precision``'s type, if any."""
         if self.mixed_precision is None:
             return contextlib.nullcontext()
-        return th.autocast(device_type=self.device.type, dtype=th.bfloat16)
+        return th.autocast(device_type=self.device.type, dtype=MIXED_PRECISION[self.mixed_precision])
 
     def _update_learning_rates(self) -> None:
         for name, optimizer, schedule in self._optimizer_schedules():
@@ -477,7 +490,9 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
     ) -> Optional[th.Tensor]:
         """
         Backward pass, clip and step, unless the loss or the gradient is non-finite: then the step is
-        skipped (parameters untouched) and counted.
+        skipped (parameters untouched) and counted. With float16's loss scaling, non-finite gradients are
+        first an overflow of the scaled gradients: the scaler skips the step and lowers its scale (counted
+        apart); only once the scale is down to 1 do they count as non-finite.
 
         :return: the gradient norm before clipping, or None when skipped
         """
@@ -486,13 +501,26 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         if not th.isfinite(loss):
             self._record_nonfinite(f"{phase} loss")
             return None
-        loss.backward()
+        scaler = self.grad_scaler
+        if scaler is None:
+            loss.backward()
+        else:
+            scaler.scale(loss).backward()
+            # clipping needs the true gradients
+            scaler.unscale_(optimizer)
+            self._unscaled_this_step = True
         grad_norm = th.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm)
         if not th.isfinite(grad_norm):
             optimizer.zero_grad(set_to_none=True)
-            self._record_nonfinite(f"{phase} gradient")
+            if scaler is not None and scaler.get_scale() > 1.0:
+                self._overflows_this_step = True
+            else:
+                self._record_nonfinite(f"{phase} gradient")
             return None
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
         return grad_norm.detach()
 
     def _record_nonfinite(self, where: str) -> None:
@@ -518,12 +546,17 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._update_learning_rates()
         sums: dict[str, list[th.Tensor]] = defaultdict(list)
-        skipped = 0
+        skipped = overflows = 0
         start = time.perf_counter()
         for _ in range(gradient_steps):
             batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
-            self._skipped_this_step = False
+            self._skipped_this_step = self._overflows_this_step = self._unscaled_this_step = False
             metrics = self._train_step(batch)
+            # (the scaler cannot update without a gradient it checked: not when every loss was non-finite)
+            if self.grad_scaler is not None and self._unscaled_this_step:
+                # once per update, after every optimizer's step: lowers the scale after an overflow
+                self.grad_scaler.update()
+                overflows += self._overflows_this_step
             self._n_updates += 1
             if self._skipped_this_step:
                 skipped += 1
@@ -547,6 +580,9 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
             self.logger.record(f"train/{key}", th.stack(values).float().mean().item())
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/skipped_updates", skipped)
+        if self.grad_scaler is not None:
+            self.logger.record("train/overflow_skips", overflows)
+            self.logger.record("train/grad_scale", self.grad_scaler.get_scale())
         self.logger.record("time/updates_per_s", gradient_steps / max(elapsed, 1e-9))
 
     def _log_open_loop(self, batch: SequenceSamples, n_sequences: int = 4) -> None:

@@ -39,7 +39,8 @@ class PlaNet(WorldModelAlgorithm):
     :param gradient_steps: gradient steps per training phase
     :param max_grad_norm: gradient-norm clip
     :param max_nonfinite_updates: see :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
-    :param mixed_precision: ``None`` or ``"bf16"``, see :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
+    :param mixed_precision: ``None``, ``"bf16"`` or ``"fp16"``, see
+        :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
     :param log_prediction_interval: updates between open-loop prediction images (image observations; 0: never)
     :param replay_buffer_class: a :class:`~sb3_rssm.common.buffers.SequenceReplayBuffer` subclass
     :param replay_buffer_kwargs: its keyword arguments
