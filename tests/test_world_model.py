@@ -5,7 +5,7 @@ import pytest
 import torch as th
 from gymnasium import spaces
 
-from sb3_rssm.common.networks import ConvDecoder, ConvEncoder
+from sb3_rssm.common.networks import ConvDecoder, ConvEncoder, SquaredErrorSum, unit_gaussian_log_prob
 from sb3_rssm.common.type_aliases import SequenceSamples
 from sb3_rssm.common.world_model import WorldModel
 
@@ -180,3 +180,37 @@ def test_latent_overshooting_masks_episode_starts():
     batch = make_batch(VECTOR, b=2, t=6)
     batch = batch._replace(is_first=th.ones_like(batch.is_first))
     assert wm.loss(batch)[1]["overshooting_kl"] == 0
+
+
+@pytest.mark.parametrize("event_dims", [1, 3])
+def test_unit_gaussian_log_prob_matches_torch_distributions(event_dims, monkeypatch):
+    # small chunks, so that several chunks and a ragged last one are exercised
+    monkeypatch.setattr(SquaredErrorSum, "CHUNK_ELEMENTS", 40)
+    shape = (3, 5, 2, 4, 4) if event_dims == 3 else (3, 5, 7)
+    g = th.Generator().manual_seed(0)
+    # a channels-last mean against a contiguous target, as the conv decoder produces them
+    mean = th.randn(*shape, generator=g, dtype=th.float64)
+    if event_dims == 3:
+        mean = mean.reshape(15, *shape[2:]).contiguous(memory_format=th.channels_last).reshape(shape)
+    mean.requires_grad_(True)
+    target = th.randn(*shape, generator=g, dtype=th.float64, requires_grad=True)
+    ours = unit_gaussian_log_prob(mean, target, event_dims)
+    reference = th.distributions.Independent(th.distributions.Normal(mean, 1.0), event_dims).log_prob(target)
+    assert ours.shape == reference.shape == shape[:2]
+    th.testing.assert_close(ours, reference)
+    weights = th.randn(shape[:2], generator=g, dtype=th.float64)
+    grads = th.autograd.grad((ours * weights).sum(), (mean, target))
+    reference_grads = th.autograd.grad((reference * weights).sum(), (mean, target))
+    for a, b in zip(grads, reference_grads):
+        th.testing.assert_close(a, b)
+    assert th.autograd.gradcheck(lambda m, t: SquaredErrorSum.apply(m, t, event_dims), (mean, target))
+
+
+def test_unit_gaussian_log_prob_of_a_bfloat16_mean_is_float32_with_a_bfloat16_gradient():
+    mean = th.randn(4, 3, 8, 8).to(th.bfloat16).requires_grad_(True)
+    target = th.randn(4, 3, 8, 8)
+    log_prob = unit_gaussian_log_prob(mean, target, 3)
+    assert log_prob.dtype == th.float32
+    log_prob.sum().backward()
+    assert mean.grad.dtype == th.bfloat16
+    th.testing.assert_close(mean.grad.float(), (target - mean.float()), atol=0.05, rtol=0.02)

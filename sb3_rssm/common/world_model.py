@@ -12,7 +12,14 @@ from gymnasium import spaces
 from torch import nn
 from torch.distributions import Bernoulli, kl_divergence
 
-from sb3_rssm.common.networks import ObservationDecoder, ObservationEncoder, mlp, unit_gaussian_log_prob
+from sb3_rssm.common.networks import (
+    ObservationDecoder,
+    ObservationEncoder,
+    as_dict,
+    mlp,
+    preprocess_image,
+    unit_gaussian_log_prob,
+)
 from sb3_rssm.common.rssm import KL_STRATEGIES, RSSM, RSSMState, kl_loss
 from sb3_rssm.common.spaces import action_size
 from sb3_rssm.common.type_aliases import SequenceSamples
@@ -123,12 +130,15 @@ class WorldModel(nn.Module):
 
         :return: (loss, detached metrics, posterior states (batch, time, ...) for imagination)
         """
-        embeds = self.encoder(batch.observations)
+        # the encoder's input and the decoder's target: converted once
+        observations = as_dict(batch.observations)
+        images = {key: preprocess_image(observations[key]) for key in self.encoder.image_keys}
+        embeds = self.encoder(batch.observations, images)
         posterior, prior = self.rssm.observe(embeds, batch.actions, batch.is_first)
         features = posterior.features
         metrics: dict[str, th.Tensor] = {}
         loss = th.zeros((), device=features.device)
-        for key, log_lik in self.decoder.log_likelihood(features, batch.observations).items():
+        for key, log_lik in self.decoder.log_likelihood(features, batch.observations, images).items():
             log_lik = log_lik.mean()
             metrics[f"reconstruction_log_lik/{key}"] = log_lik.detach()
             loss = loss - log_lik
