@@ -19,6 +19,7 @@ import os
 import pathlib
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -92,14 +93,14 @@ def update_section(device: str, updates: int, peer_python: str | None) -> list[d
         row["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         del model, batch
         if peer_python:
-            row["torchrl_update_s"] = peer_update(peer_python, obs, device, updates, precision)
+            row["torchrl_update_s"], row["torchrl_phases_s"] = peer_update(peer_python, obs, device, updates, precision)
         if obs == "pixels" and precision is None and device == "cpu":
             # what huge pages buy each side: both again in fresh interpreters with the variable at 0
             row["without_huge_pages"] = dict(update_s=own_update_without_huge_pages(updates))
             if peer_python:
                 row["without_huge_pages"]["torchrl_update_s"] = peer_update(
                     peer_python, obs, device, updates, precision, huge_pages="0"
-                )
+                )[0]
         rows.append(row)
         print(json.dumps(dict(section="update", **row)), flush=True)
     return rows
@@ -112,17 +113,28 @@ def environment(huge_pages: str | None) -> dict[str, str]:
 
 def peer_update(
     python: str, obs: str, device: str, updates: int, precision: str | None = None, huge_pages: str | None = None
-) -> float:
+) -> tuple[float, dict[str, float]]:
     """
     TorchRL's update on the same work (and the same autocast), in its own interpreter, run alone after ours.
     It inherits this process's environment, huge pages included, unless ``huge_pages`` says otherwise.
+
+    :return: median seconds of the whole update, and of its world-model, actor and value phases
     """
     command = [python, str(PEER), "--obs", obs, "--batch", "50", "--seq", "50", "--horizon", "15"]
     command += ["--autocast", precision or "off"]
     command += ["--updates", str(updates), "--threads", str(th.get_num_threads()), "--device", device.split(":")[0]]
     result = subprocess.run(command, check=True, capture_output=True, text=True, env=environment(huge_pages))
-    fields = dict(item.split("=", 1) for item in result.stdout.strip().splitlines()[-1].split())
-    return float(fields["torchrl_dreamer_update_s"])
+    lines = result.stdout.strip().splitlines()
+    fields = dict(item.split("=", 1) for item in lines[-1].split())
+    # "update 0: total=9.274s (to_float=0.019 model=6.622 actor=2.025 value=0.608) ..."
+    phases: dict[str, list[float]] = {"world_model": [], "actor": [], "value": []}
+    for line in lines:
+        if line.startswith("update "):
+            values = dict(item.strip("()s").split("=", 1) for item in line.split() if "=" in item)
+            for name, key in (("world_model", "model"), ("actor", "actor"), ("value", "value")):
+                phases[name].append(float(values[key]))
+    medians = {name: statistics.median(v) for name, v in phases.items() if v}
+    return float(fields["torchrl_dreamer_update_s"]), medians
 
 
 def own_update_without_huge_pages(updates: int) -> float:
@@ -258,6 +270,8 @@ def markdown(results: dict[str, Any], command: str) -> str:
         for row in results["update"]:
             gflop = sum(row["gflop"].values())
             peer = f"{row['torchrl_update_s']:.2f} s" if "torchrl_update_s" in row else "not run"
+            if row.get("torchrl_phases_s"):
+                peer += " (" + " / ".join(f"{row['torchrl_phases_s'][name]:.2f}" for name in update_time.PHASES) + ")"
             label = "64x64x3 pixels" if row["obs"] == "pixels" else "24-dim vector"
             if row.get("mixed_precision"):
                 label += f", {row['mixed_precision']} autocast (option)"
@@ -269,7 +283,11 @@ def markdown(results: dict[str, Any], command: str) -> str:
                 f"| {label} | {phases} | **{row['update_s']:.2f} s** | {gflop:.0f} "
                 f"| {fraction(gflop, row['update_s'], peak)} | {peer} |"
             )
-        lines += ["", "In brackets: that phase's FLOPs per second as a share of the matmul reference."]
+        lines += [
+            "",
+            "In brackets: that phase's FLOPs per second as a share of the matmul reference; for TorchRL, its "
+            "world-model / actor / value phases in seconds.",
+        ]
         for row in results["update"]:
             if "without_huge_pages" in row:
                 off = row["without_huge_pages"]
