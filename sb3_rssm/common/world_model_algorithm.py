@@ -71,7 +71,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
     :param max_grad_norm: global gradient-norm clip of every optimizer
     :param mixed_precision: ``"bf16"`` runs the forward passes of training under bfloat16 autocast (losses,
         returns and gradients stay float32); off by default because it changes the numerics beyond
-        floating-point noise. About 2.5x faster on CPUs with AMX and on recent GPUs (docs/benchmarks.md).
+        floating-point noise. 1.5x (AMD EPYC) to 2.5x (Intel Xeon with AMX) faster on 2 CPU cores (docs/benchmarks.md).
         ``"fp16"``: float16 autocast with dynamic loss scaling (``torch.amp.GradScaler``), for GPUs without
         fast bfloat16 (V100, T4); an update whose scaled gradients overflow is skipped and the scale lowered,
         as loss scaling intends, and is counted in ``train/overflow_skips``, not as a non-finite update.
