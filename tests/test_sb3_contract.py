@@ -351,13 +351,19 @@ def test_non_finite_update_is_skipped_then_stops(algorithm):
         model.train(gradient_steps=2, batch_size=2)
 
 
-def test_bf16_mixed_precision_trains_in_bfloat16_close_to_float32(algorithm):
-    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0, mixed_precision="bf16")
+def learn_mixed(algorithm, precision, dtype):
+    """A tiny model trained a little with ``mixed_precision=precision``: forward in ``dtype``, parameters float32."""
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0, mixed_precision=precision)
     dtypes = set()
     model.policy.world_model.reward_head.register_forward_hook(lambda module, inputs, output: dtypes.add(output.dtype))
     model.learn(40)
-    assert model._n_updates > 0 and th.bfloat16 in dtypes
+    assert model._n_updates > 0 and dtype in dtypes
     assert all(th.isfinite(p).all() and p.dtype == th.float32 for p in model.policy.parameters())
+    return model
+
+
+def test_bf16_mixed_precision_trains_in_bfloat16_close_to_float32(algorithm):
+    model = learn_mixed(algorithm, "bf16", th.bfloat16)
     batch = model.replay_buffer.sample(2)
     with th.no_grad():
         full, _, _ = model.policy.world_model.loss(batch)
@@ -368,12 +374,7 @@ def test_bf16_mixed_precision_trains_in_bfloat16_close_to_float32(algorithm):
 
 
 def test_fp16_mixed_precision_scales_the_loss_and_skips_overflows(algorithm, tmp_path):
-    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0, mixed_precision="fp16")
-    dtypes = set()
-    model.policy.world_model.reward_head.register_forward_hook(lambda module, inputs, output: dtypes.add(output.dtype))
-    model.learn(40)
-    assert model._n_updates > 0 and th.float16 in dtypes
-    assert all(th.isfinite(p).all() and p.dtype == th.float32 for p in model.policy.parameters())
+    model = learn_mixed(algorithm, "fp16", th.float16)
     assert model.logger.name_to_value["train/grad_scale"] > 1
     # a scale so large that the float16 gradients overflow: the update is skipped and the scale lowered,
     # without counting as a non-finite update
