@@ -1,6 +1,7 @@
 """
-`make demo`: train a small DreamerV1 on Pendulum-v1 for a few minutes, evaluate it against a random
-policy, and show where the TensorBoard logs, the evaluation file and the learning-curve plot went.
+`make demo`: train a small DreamerV1 on Pendulum-v1 for about 7 minutes (12,000 steps on 2 CPU cores; at
+8,000 this seed is still mid-rise), evaluate it against a random policy, and show where the TensorBoard
+logs, the evaluation file and the learning-curve plot went.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from sb3_rssm.zoo import load_hyperparams
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--timesteps", type=int, default=8000)
+    parser.add_argument("--timesteps", type=int, default=12000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-dir", default="runs/demo")
     args = parser.parse_args()
