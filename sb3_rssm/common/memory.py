@@ -5,8 +5,8 @@ A pixel Dreamer update allocates gigabytes of fresh activations (the first conv 
 300 MB for a batch of 50 x 50 frames). The C library serves each from new memory, and every 4 KiB page of
 it is zero-filled by the kernel on first touch: a quarter of a second per GB on the project's CPU
 machines. With ``THP_MEM_ALLOC_ENABLE=1``, PyTorch asks the kernel (``madvise``) for 2 MiB pages for
-buffers of 2 MiB and more, which cuts those faults 512-fold: the float32 pixel update went from 10.4 s to
-8.6 s (docs/benchmarks.md).
+buffers of 2 MiB and more, which cuts those faults 512-fold: the float32 pixel update takes 8.6 s with it
+and 9.5 s without on the project's AMD EPYC machine (docs/benchmarks.md, one harness run).
 """
 
 from __future__ import annotations

@@ -243,7 +243,6 @@ class WorldModelPolicy(BasePolicy):
         One acting step: filter ``observation`` into the belief, then act on it.
 
         :param episode_start: (n_envs,) flags where the state is reset first; None when no env starts
-
         :param action: the normalized action to take instead of the policy's (random warm-up actions),
             so that the next step is filtered with the action actually taken
         :return: (normalized action, new recurrent state)
