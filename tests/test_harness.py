@@ -1,0 +1,47 @@
+"""The performance harness's plumbing (benchmarks/run.py): reading the TorchRL peer's output and writing the tables."""
+
+import json
+import pathlib
+import sys
+
+from benchmarks import run
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# prints what ../shared/bench/peer_torchrl_dreamer.py prints; its update time says which huge-pages setting it saw
+FAKE_PEER = """
+import os
+print("warmup_losses loss_model_kl=1")
+for i, (total, model) in enumerate([(9.0, 6.0), (11.0, 9.5), (10.0, 7.0)]):
+    print(f"update {i}: total={total:.3f}s (to_float=0.010 model={model:.3f} actor=2.000 value=0.500) "
+          "loss_model_reco=3.5 loss_actor=-8.8 loss_value=32")
+print("threads=2 torch=x autocast=off device=cpu")
+seconds = 1.0 if os.environ.get("THP_MEM_ALLOC_ENABLE") == "0" else 2.0
+print(f"torchrl_dreamer_update_s={seconds:.4f} batch=50 seq=50 horizon=15 obs=pixels")
+"""
+
+
+def test_peer_update_reads_the_median_phases_and_passes_the_huge_pages_setting(tmp_path, monkeypatch):
+    peer = tmp_path / "peer.py"
+    peer.write_text(FAKE_PEER)
+    monkeypatch.setattr(run, "PEER", peer)
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")
+    seconds, phases = run.peer_update(sys.executable, "pixels", "cpu", 3)
+    assert seconds == 2.0
+    assert phases == {"world_model": 7.0, "actor": 2.0, "value": 0.5}
+    seconds, _ = run.peer_update(sys.executable, "pixels", "cpu", 3, huge_pages="0")
+    assert seconds == 1.0
+
+
+def test_markdown_has_every_section_of_a_harness_run():
+    results = json.loads((ROOT / "docs" / "benchmarks" / "harness" / "cpu.json").read_text())
+    text = run.markdown(results, "python -m benchmarks.run")
+    update = results["update"][0]
+    phases = " / ".join(f"{update['torchrl_phases_s'][name]:.2f}" for name in ("world_model", "actor", "value"))
+    assert f"**{update['update_s']:.2f} s**" in text and f"{update['torchrl_update_s']:.2f} s ({phases})" in text
+    assert f"with the variable at 0, the float32 pixel update takes {update['without_huge_pages']['update_s']:.2f} s" in text
+    cem = results["cem"][0]
+    assert f"| 1 env | {cem['plan_s']:.3f} s |" in text and f"{cem['plan_s'] / cem['bound_s']:.2f} |" in text
+    assert "SB3's SAC `learn()` acting with its actor" in text
+    assert f"{results['memory']['replay_bytes_per_64x64x3_transition']:,.0f} bytes" in text
+    assert text.count("| batch ") == 3 and "1000 candidates, 16 env(s)" in text
