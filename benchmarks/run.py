@@ -37,9 +37,7 @@ from benchmarks import cem_time, update_time
 from benchmarks.machine import matmul_flops_per_s
 from sb3_rssm import DreamerV1
 from sb3_rssm.common.buffers import SequenceReplayBuffer
-from sb3_rssm.common.memory import HUGE_PAGES_VARIABLE
-
-THP_MODE = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled")
+from sb3_rssm.common.memory import HUGE_PAGES_VARIABLE, transparent_huge_pages_mode
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -69,19 +67,11 @@ def machine(device: str) -> dict[str, Any]:
         matmul_gflop_per_s=matmul_flops_per_s(device=device) / 1e9,
         # importing sb3_rssm sets it (unless set); the peer's interpreter inherits this environment
         huge_pages=os.environ.get(HUGE_PAGES_VARIABLE),
-        kernel_thp_mode=thp_mode(),
+        kernel_thp_mode=transparent_huge_pages_mode(),
     )
     if device.startswith("cuda"):
         info["gpu"] = th.cuda.get_device_name()
     return info
-
-
-def thp_mode() -> str | None:
-    try:
-        text = THP_MODE.read_text()
-        return text[text.index("[") + 1 : text.index("]")]
-    except (OSError, ValueError):
-        return None
 
 
 def update_section(device: str, updates: int, peer_python: str | None) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-THP_MODE = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled")
+from sb3_rssm.common.memory import transparent_huge_pages_mode
 
 # a fresh interpreter: PyTorch reads the variable once, at its first allocation
 PROBE = """
@@ -34,17 +34,9 @@ def run_probe(value):
     return variable, int(huge_kib)
 
 
-def thp_mode():
-    try:
-        text = THP_MODE.read_text()
-    except OSError:
-        return None
-    return text[text.index("[") + 1 : text.index("]")]
-
-
 @pytest.mark.skipif(not pathlib.Path("/proc/self/smaps_rollup").exists(), reason="Linux /proc needed")
 def test_import_enables_huge_pages_for_large_tensors_and_keeps_the_users_choice():
-    mode = thp_mode()
+    mode = transparent_huge_pages_mode()
     if mode not in ("madvise", "always"):
         pytest.skip(f"transparent huge pages are {mode!r} on this machine")
     variable, huge_kib = run_probe(None)

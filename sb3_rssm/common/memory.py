@@ -12,9 +12,13 @@ and 9.5 s without on the project's AMD EPYC machine (docs/benchmarks.md, one har
 from __future__ import annotations
 
 import os
+import pathlib
+from typing import Optional
 
 #: the environment variable PyTorch's CPU allocator reads (once, at its first allocation)
 HUGE_PAGES_VARIABLE = "THP_MEM_ALLOC_ENABLE"
+#: where Linux says whether transparent huge pages are used always, on request (madvise) or never
+THP_MODE_FILE = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
 def enable_huge_pages() -> None:
@@ -27,3 +31,12 @@ def enable_huge_pages() -> None:
     pages in ``madvise`` or ``always`` mode, and ignored elsewhere.
     """
     os.environ.setdefault(HUGE_PAGES_VARIABLE, "1")
+
+
+def transparent_huge_pages_mode() -> Optional[str]:
+    """The kernel's transparent-huge-pages mode (``always``, ``madvise`` or ``never``), None where unknown."""
+    try:
+        text = THP_MODE_FILE.read_text()
+        return text[text.index("[") + 1 : text.index("]")]
+    except (OSError, ValueError):
+        return None

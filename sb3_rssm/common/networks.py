@@ -81,6 +81,12 @@ def preprocess_image(image: th.Tensor) -> th.Tensor:
     return out.reshape(image.shape)
 
 
+def preprocess_images(observations: ObsTensor, image_keys: list[str]) -> dict[str, th.Tensor]:
+    """:func:`preprocess_image` of each image entry of ``observations``, by key."""
+    obs = as_dict(observations)
+    return {key: preprocess_image(obs[key]) for key in image_keys}
+
+
 class SquaredErrorSum(th.autograd.Function):
     """
     ``((target - mean) ** 2)`` summed over the last ``event_dims`` dimensions, with its gradient, without
@@ -240,7 +246,7 @@ class ObservationEncoder(nn.Module):
         :param images: the image entries already through :func:`preprocess_image`, when the caller has them
         """
         obs = as_dict(observations)
-        images = images or {key: preprocess_image(obs[key]) for key in self.image_keys}
+        images = images or preprocess_images(obs, self.image_keys)
         parts = [self.cnns[key](images[key]) for key in self.image_keys]
         if self.mlp is not None:
             flat = [obs[key].float().flatten(obs[key].ndim - len(shape)) for key, shape in self.vector_shapes.items()]
@@ -288,7 +294,7 @@ class ObservationDecoder(nn.Module):
         :param images: the image entries already through :func:`preprocess_image`, when the caller has them
         """
         obs = as_dict(observations)
-        images = images or {key: preprocess_image(obs[key]) for key in self.image_keys}
+        images = images or preprocess_images(obs, self.image_keys)
         out = {}
         for key, mean in self.forward(features).items():
             target = images[key] if key in self.image_keys else obs[key].float().reshape(mean.shape)

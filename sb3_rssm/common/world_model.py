@@ -15,9 +15,8 @@ from torch.distributions import Bernoulli, kl_divergence
 from sb3_rssm.common.networks import (
     ObservationDecoder,
     ObservationEncoder,
-    as_dict,
     mlp,
-    preprocess_image,
+    preprocess_images,
     unit_gaussian_log_prob,
 )
 from sb3_rssm.common.rssm import KL_STRATEGIES, RSSM, RSSMState, kl_loss
@@ -131,8 +130,7 @@ class WorldModel(nn.Module):
         :return: (loss, detached metrics, posterior states (batch, time, ...) for imagination)
         """
         # the encoder's input and the decoder's target: converted once
-        observations = as_dict(batch.observations)
-        images = {key: preprocess_image(observations[key]) for key in self.encoder.image_keys}
+        images = preprocess_images(batch.observations, self.encoder.image_keys)
         embeds = self.encoder(batch.observations, images)
         posterior, prior = self.rssm.observe(embeds, batch.actions, batch.is_first)
         features = posterior.features
