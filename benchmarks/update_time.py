@@ -90,6 +90,8 @@ def run_phases(model: DreamerV1, batch: SequenceSamples) -> list[float]:
     features, returns, weights, _ = model._train_actor(posterior)
     times.append(now())
     model._train_value(features, returns, weights)
+    # the three optimizers step together after the last backward pass: counted in the value phase
+    model._step_optimizers()
     times.append(now())
     return times
 
@@ -118,6 +120,7 @@ def count_update_flops(model: DreamerV1, batch: SequenceSamples) -> dict[str, in
     flops["actor"] = counter.total
     with FlopCounter(model.policy) as counter:
         model._train_value(features, returns, weights)
+    model._step_optimizers()
     flops["value"] = counter.total
     return flops
 

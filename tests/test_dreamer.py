@@ -88,3 +88,19 @@ def test_actor_gradient_flows_through_imagined_dynamics():
     assert all(p.grad is not None for p in model.policy.actor.parameters())
     assert all(p.grad is None for p in model.policy.world_model.parameters())
     assert np.isfinite(returns.detach().numpy()).all()
+
+
+def test_all_three_losses_before_any_optimizer_steps():
+    # as danijar/dreamer: the actor imagines with the world model the batch's posterior came from
+    model = tiny_model(DreamerV1, "MlpPolicy", PointMassEnv(), seed=0, learning_rate=1e-2)
+    model.learn(30)
+    policy = model.policy
+    nets = {"world_model": policy.world_model, "actor": policy.actor, "value": policy.value}
+    before = {name: [p.detach().clone() for p in net.parameters()] for name, net in nets.items()}
+    model._train_step(model.replay_buffer.sample(2))
+    for name, net in nets.items():
+        assert all(th.equal(a, b) for a, b in zip(before[name], net.parameters())), f"{name} stepped before the others"
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters()), name
+    model._step_optimizers()
+    for name, net in nets.items():
+        assert any(not th.equal(a, b) for a, b in zip(before[name], net.parameters())), name

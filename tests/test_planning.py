@@ -180,3 +180,28 @@ def test_argument_validation(kwargs, match):
     th.manual_seed(9)
     with pytest.raises(ValueError, match=match):
         CEMPlanner(**kwargs)
+
+
+def tiny_pendulum_model(seed: int) -> WorldModel:
+    th.manual_seed(seed)
+    return WorldModel(
+        spaces.Box(-1, 1, (3,), np.float32),
+        spaces.Box(-1, 1, (1,), np.float32),
+        stochastic_size=4,
+        deterministic_size=8,
+        hidden_size=8,
+        mlp_units=8,
+        reward_units=8,
+    )
+
+
+@pytest.mark.parametrize("sample_latents", [False, True])
+def test_scores_on_prior_mean_are_a_function_of_the_belief(sample_latents):
+    wm = tiny_pendulum_model(10)
+    planner = CEMPlanner(1, horizon=5, num_candidates=32, num_elites=4, iterations=2, sample_latents=sample_latents)
+    belief = RSSMState(th.randn(32, 8), th.randn(32, 4), th.zeros(32, 4), th.ones(32, 4))
+    candidates = th.rand(32, 5, 1) * 2 - 1
+    with th.no_grad():
+        first, second = planner._evaluate(wm, belief, candidates), planner._evaluate(wm, belief, candidates)
+    # scoring the prior mean draws no random numbers: the same belief and candidates give the same scores
+    assert th.equal(first, second) == (not sample_latents)

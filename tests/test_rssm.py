@@ -160,3 +160,23 @@ def test_unknown_kl_strategy():
     s = gaussian_state(th.zeros(1, 2), th.ones(1, 2))
     with pytest.raises(ValueError, match="kl_strategy"):
         kl_loss(s, s, "bogus")
+
+
+def test_per_step_free_bits_gradient_only_above_the_threshold():
+    # PlaNet's rule: each (batch, time) step is clamped before averaging. Step 0 has KL = 4 * 0.1^2 / 2 = 0.02
+    # nats (under 1), step 1 has KL = 4 * 3^2 / 2 = 18 nats (above): only step 1 gets gradient.
+    offsets = th.tensor([0.1, 3.0]).reshape(1, 2, 1).expand(1, 2, 4).clone().requires_grad_(True)
+    zeros, ones = th.zeros(1, 2, 4), th.ones(1, 2, 4)
+    loss, raw = kl_loss(gaussian_state(offsets, ones), gaussian_state(zeros, ones), "free_bits_per_step", free_bits=1.0)
+    loss.backward()
+    assert offsets.grad[0, 0].abs().sum() == 0
+    # d/dm mean_t(KL_t) for the step above: m / (number of steps)
+    th.testing.assert_close(offsets.grad[0, 1], th.full((4,), 3.0 / 2))
+    # PlaNet's value, mean(max(0, KL - 1)), shifted by the threshold
+    th.testing.assert_close(loss, th.tensor((0.0 + (18.0 - 1.0)) / 2 + 1.0))
+    th.testing.assert_close(raw, th.tensor((0.02 + 18.0) / 2))
+    # the batch-mean rule (Dreamer v1) gives the same two steps the same gradient: the mean is above 1
+    offsets.grad = None
+    loss, _ = kl_loss(gaussian_state(offsets, ones), gaussian_state(zeros, ones), "free_bits", free_bits=1.0)
+    loss.backward()
+    th.testing.assert_close(offsets.grad[0, 0], th.full((4,), 0.1 / 2))

@@ -214,3 +214,54 @@ def test_unit_gaussian_log_prob_of_a_bfloat16_mean_is_float32_with_a_bfloat16_gr
     log_prob.sum().backward()
     assert mean.grad.dtype == th.bfloat16
     th.testing.assert_close(mean.grad.float(), (target - mean.float()), atol=0.05, rtol=0.02)
+
+
+@pytest.mark.parametrize("bits", [5, 8])
+def test_image_bits_quantize_and_dequantize(bits):
+    from sb3_rssm.common.networks import preprocess_image
+
+    image = th.arange(256, dtype=th.uint8).repeat(3 * 64 * 64 // 256 + 1)[: 3 * 64 * 64].reshape(1, 3, 64, 64)
+    bins = 2**bits
+    centred = preprocess_image(image, bits)
+    if bits == 8:  # Dreamer's scaling, no noise
+        th.testing.assert_close(centred, image.float() / 255 - 0.5)
+        assert th.equal(preprocess_image(image, bits, dequantize=True), centred)
+        return
+    # without noise: the centre of each of the 2**bits bins
+    level = (centred + 0.5) * bins - 0.5
+    th.testing.assert_close(level, level.round())
+    th.testing.assert_close(level, (image // 2 ** (8 - bits)).float())
+    # with noise: somewhere within the same bin, and not always at the same place
+    th.manual_seed(0)
+    noisy = preprocess_image(image, bits, dequantize=True)
+    offset = noisy + 0.5 - (image // 2 ** (8 - bits)).float() / bins
+    assert offset.min() >= 0 and offset.max() < 1 / bins
+    assert offset.std() > 0.2 / bins
+
+
+def test_image_bits_apply_to_encoder_input_and_decoder_target(monkeypatch):
+    wm = WorldModel(IMAGE, ACTION, image_bits=5, **TINY)
+    batch = make_batch(IMAGE)
+    seen = {}
+    real_encoder_forward = type(wm.encoder).forward
+    real_log_lik = type(wm.decoder).log_likelihood
+
+    def encoder_forward(self, observations, images=None):
+        seen["input"] = images["observation"]
+        return real_encoder_forward(self, observations, images)
+
+    def log_likelihood(self, features, observations, images):
+        seen["target"] = images["observation"]
+        return real_log_lik(self, features, observations, images)
+
+    monkeypatch.setattr(type(wm.encoder), "forward", encoder_forward)
+    monkeypatch.setattr(type(wm.decoder), "log_likelihood", log_likelihood)
+    wm.train()
+    wm.loss(batch)
+    assert seen["input"] is seen["target"]
+    levels = (batch.observations // 8).float() / 32 - 0.5
+    offset = seen["input"] - levels
+    assert offset.min() >= 0 and offset.max() < 1 / 32 and offset.std() > 0  # 5 bits, noise within the bin
+    # out of training (acting, evaluation): the bin centre, so the same frame always gives the same embedding
+    wm.eval()
+    th.testing.assert_close(wm.encoder.preprocess(batch.observations)["observation"], levels + 1 / 64)

@@ -65,26 +65,51 @@ def as_dict(observations: ObsTensor) -> dict[str, th.Tensor]:
     return observations if isinstance(observations, dict) else {"observation": observations}
 
 
-def preprocess_image(image: th.Tensor) -> th.Tensor:
+def _scale_image_(image: th.Tensor, bits: int, dequantize: bool) -> th.Tensor:
+    """In place on a float copy of uint8 values: see :func:`preprocess_image`."""
+    if bits >= 8:
+        return image.div_(255.0).sub_(0.5)
+    bins = 2**bits
+    image.div_(2 ** (8 - bits)).floor_().div_(bins)
+    if dequantize:
+        return image.add_(th.rand_like(image).mul_(1.0 / bins)).sub_(0.5)
+    return image.sub_(0.5 - 0.5 / bins)
+
+
+def preprocess_image(image: th.Tensor, bits: int = 8, dequantize: bool = False) -> th.Tensor:
     """
     uint8 [0, 255] images (..., C, H, W) to float [-0.5, 0.5], in the memory layout the conv encoder runs
     in (channels-last on CPU, see :func:`channels_last_on_cpu`), so that the encoder takes it without a copy.
     Never the caller's tensor, even for float input.
+
+    * ``bits=8`` (Dreamer): ``x / 255 - 0.5``.
+    * ``bits < 8`` (PlaNet's ``image_bits``, planet/tools/preprocess.py): the values are reduced to
+      ``2**bits`` levels, ``floor(x / 2**(8 - bits)) / 2**bits - 0.5``, then dequantized: with
+      ``dequantize`` a uniform sample within the bin is added (PlaNet's noise, used in training), otherwise
+      half a bin, the noise's mean (acting and evaluation, where the same frame must give the same belief).
+
+    :param image: uint8 values (any dtype holding them)
+    :param bits: bits per channel kept
+    :param dequantize: add uniform noise within the bin (only with ``bits < 8``)
     """
+    if not 1 <= bits <= 8:
+        raise ValueError(f"image_bits must be between 1 and 8, got {bits}")
     if image.dim() < 4:
-        return image.to(th.float32, copy=True).div_(255.0).sub_(0.5)
+        return _scale_image_(image.to(th.float32, copy=True), bits, dequantize)
     frames = image.reshape(-1, *image.shape[-3:])
     layout = th.channels_last if image.device.type == "cpu" else th.contiguous_format
     # one conversion into a fresh float buffer (never the caller's tensor), then in place
     out = th.empty(frames.shape, dtype=th.float32, device=image.device, memory_format=layout)
-    out.copy_(frames).div_(255.0).sub_(0.5)
-    return out.reshape(image.shape)
+    out.copy_(frames)
+    return _scale_image_(out, bits, dequantize).reshape(image.shape)
 
 
-def preprocess_images(observations: ObsTensor, image_keys: list[str]) -> dict[str, th.Tensor]:
+def preprocess_images(
+    observations: ObsTensor, image_keys: list[str], bits: int = 8, dequantize: bool = False
+) -> dict[str, th.Tensor]:
     """:func:`preprocess_image` of each image entry of ``observations``, by key."""
     obs = as_dict(observations)
-    return {key: preprocess_image(obs[key]) for key in image_keys}
+    return {key: preprocess_image(obs[key], bits, dequantize) for key in image_keys}
 
 
 class SquaredErrorSum(th.autograd.Function):
@@ -217,6 +242,7 @@ class ObservationEncoder(nn.Module):
     :param mlp_layers: hidden layers of the vector MLP
     :param activation_fn: MLP activation
     :param cnn_activation_fn: conv activation
+    :param image_bits: bits per image channel (8: Dreamer; PlaNet: 5), see :func:`preprocess_image`
     """
 
     def __init__(
@@ -227,10 +253,14 @@ class ObservationEncoder(nn.Module):
         mlp_layers: int = 2,
         activation_fn: type[nn.Module] = nn.ELU,
         cnn_activation_fn: type[nn.Module] = nn.ReLU,
+        image_bits: int = 8,
     ) -> None:
         super().__init__()
+        if not 1 <= image_bits <= 8:
+            raise ValueError(f"image_bits must be between 1 and 8, got {image_bits}")
         images, vectors = split_observation_space(observation_space)
         self.image_keys = list(images)
+        self.image_bits = image_bits
         self.vector_shapes = {key: tuple(space.shape) for key, space in vectors.items()}
         self.cnns = nn.ModuleDict(
             {key: ConvEncoder(space.shape[0], cnn_depth, cnn_activation_fn) for key, space in images.items()}
@@ -240,13 +270,20 @@ class ObservationEncoder(nn.Module):
         self.mlp_activation = make_activation(activation_fn) if vectors else None
         self.output_size = sum(cnn.output_size for cnn in self.cnns.values()) + (mlp_units if vectors else 0)
 
+    def preprocess(self, observations: ObsTensor) -> dict[str, th.Tensor]:
+        """
+        The image entries as the encoder takes them and the decoder predicts them, by key: reduced to
+        ``image_bits``, with dequantization noise in training mode only (see :func:`preprocess_image`).
+        """
+        return preprocess_images(observations, self.image_keys, self.image_bits, dequantize=self.training)
+
     def forward(self, observations: ObsTensor, images: Optional[dict[str, th.Tensor]] = None) -> th.Tensor:
         """
         :param observations: observations as stored (images uint8)
-        :param images: the image entries already through :func:`preprocess_image`, when the caller has them
+        :param images: the image entries already through :meth:`preprocess`, when the caller has them
         """
         obs = as_dict(observations)
-        images = images or preprocess_images(obs, self.image_keys)
+        images = images or self.preprocess(obs)
         parts = [self.cnns[key](images[key]) for key in self.image_keys]
         if self.mlp is not None:
             flat = [obs[key].float().flatten(obs[key].ndim - len(shape)) for key, shape in self.vector_shapes.items()]
@@ -286,15 +323,16 @@ class ObservationDecoder(nn.Module):
         return {key: head(features).reshape(*lead, *self.shapes[key]) for key, head in self.heads.items()}
 
     def log_likelihood(
-        self, features: th.Tensor, observations: ObsTensor, images: Optional[dict[str, th.Tensor]] = None
+        self, features: th.Tensor, observations: ObsTensor, images: dict[str, th.Tensor]
     ) -> dict[str, th.Tensor]:
         """
         Per key, log-likelihood of the observations summed over the entry's dimensions, (batch, time).
 
-        :param images: the image entries already through :func:`preprocess_image`, when the caller has them
+        :param observations: observations as stored (the vector entries are read from here)
+        :param images: the image entries as the encoder took them (:meth:`ObservationEncoder.preprocess`),
+            so that the target is exactly the encoder's input
         """
         obs = as_dict(observations)
-        images = images or preprocess_images(obs, self.image_keys)
         out = {}
         for key, mean in self.forward(features).items():
             target = images[key] if key in self.image_keys else obs[key].float().reshape(mean.shape)

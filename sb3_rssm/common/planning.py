@@ -99,6 +99,8 @@ class CEMPlanner:
         self.iterations = iterations
         self.min_std = float(min_std)
         self.sample_latents = sample_latents
+        #: diagnostics of the last plan, per env (see :meth:`plan`); tensors, so reading them is the caller's choice
+        self.statistics: dict[str, th.Tensor] = {}
 
     def __repr__(self) -> str:
         return (
@@ -137,6 +139,10 @@ class CEMPlanner:
         :param model: the world model to imagine with (see :class:`LatentModel`)
         :param belief: current latent state, fields of shape (n_envs, ...)
         :param return_distribution: also return the final distribution over action sequences
+
+        Afterwards :attr:`statistics` holds, per env: ``candidate_return_std``, the std of the predicted returns
+        of the first iteration's candidates (how much the model tells random sequences apart);
+        ``elite_return`` and ``elite_return_std``, the mean and std of the last iteration's elites' returns.
         :return: the action to take now, (n_envs, action_size): the first-step mean in [-1, 1] when
             continuous, a float one-hot of the first step's most probable action when discrete.
             With ``return_distribution=True``, ``(action, mean, std)`` where ``mean`` and ``std`` have
@@ -155,7 +161,7 @@ class CEMPlanner:
             else:
                 mean = reference.new_zeros((n, h, a))
                 std = reference.new_ones((n, h, a))
-            for _ in range(self.iterations):
+            for iteration in range(self.iterations):
                 if self.discrete:
                     indices = Categorical(probs=probs).sample((c,)).transpose(0, 1)  # (n, c, h)
                     candidates = F.one_hot(indices, a).to(reference.dtype)
@@ -163,7 +169,10 @@ class CEMPlanner:
                     noise = th.randn((n, c, h, a), dtype=reference.dtype, device=reference.device)
                     candidates = (mean.unsqueeze(1) + std.unsqueeze(1) * noise).clamp(-1.0, 1.0)
                 returns = self._evaluate(model, start, candidates.reshape(n * c, h, a)).view(n, c)
-                elite_index = th.topk(returns, k, dim=1, sorted=False).indices
+                elite_returns, elite_index = th.topk(returns, k, dim=1, sorted=False)
+                if iteration == 0:
+                    # how much the model tells apart sequences drawn from the initial distribution
+                    first_spread = returns.std(dim=1)
                 elites = candidates.gather(1, elite_index.view(n, k, 1, 1).expand(n, k, h, a))
                 if self.discrete:
                     probs = elites.mean(dim=1)
@@ -171,6 +180,11 @@ class CEMPlanner:
                     mean = elites.mean(dim=1)
                     # The population std of the elites (as in PlaNet); finite even with a single elite.
                     std = elites.std(dim=1, unbiased=False).clamp(min=self.min_std)
+            self.statistics = dict(
+                candidate_return_std=first_spread,
+                elite_return=elite_returns.mean(dim=1),
+                elite_return_std=elite_returns.std(dim=1, unbiased=False),
+            )
             if self.discrete:
                 action = F.one_hot(probs[:, 0].argmax(dim=-1), a).to(reference.dtype)
                 mean, std = probs, (probs * (1.0 - probs)).clamp(min=0.0).sqrt()

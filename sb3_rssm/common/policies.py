@@ -58,7 +58,8 @@ class WorldModelPolicy(BasePolicy):
     :param reward_units: width of the reward (and continuation) head
     :param reward_layers: hidden layers of the reward (and continuation) head
     :param use_continuation: learn a continuation head from ``terminated``
-    :param kl_strategy: ``regular``, ``free_bits`` or ``balanced``
+    :param kl_strategy: ``regular``, ``free_bits`` (Dreamer v1: on the batch mean), ``free_bits_per_step``
+        (PlaNet: on every step) or ``balanced``
     :param free_bits: free nats
     :param kl_balance_alpha: alpha of the balanced KL
     :param kl_scale: weight of the KL term
@@ -67,6 +68,7 @@ class WorldModelPolicy(BasePolicy):
     :param overshooting_kl_scale: weight of the latent-overshooting KL
     :param activation_fn: activation of dense layers
     :param cnn_activation_fn: activation of conv layers
+    :param image_bits: bits per image channel (8: Dreamer; PlaNet: 5, with dequantization noise in training)
     :param exploration_noise: exploration of the collection policy (``deterministic=False``): Box actions
         get Normal(0, exploration_noise) noise, clipped to the bounds; Discrete actions are replaced by a
         uniformly random one with probability exploration_noise
@@ -101,6 +103,7 @@ class WorldModelPolicy(BasePolicy):
         overshooting_kl_scale: float = 1.0,
         activation_fn: type[nn.Module] = nn.ELU,
         cnn_activation_fn: type[nn.Module] = nn.ReLU,
+        image_bits: int = 8,
         exploration_noise: float = 0.3,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: Optional[dict[str, Any]] = None,
@@ -135,6 +138,7 @@ class WorldModelPolicy(BasePolicy):
             overshooting_kl_scale=overshooting_kl_scale,
             activation_fn=activation_fn,
             cnn_activation_fn=cnn_activation_fn,
+            image_bits=image_bits,
         )
         self.world_model = WorldModel(observation_space, action_space, **self.world_model_kwargs)
         self.world_model_optimizer = self.optimizer_class(

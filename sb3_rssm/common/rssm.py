@@ -25,7 +25,7 @@ from torch.distributions import Independent, Normal, kl_divergence
 
 from sb3_rssm.common.networks import MLP, make_activation
 
-KL_STRATEGIES = ("regular", "free_bits", "balanced")
+KL_STRATEGIES = ("regular", "free_bits", "free_bits_per_step", "balanced")
 
 
 class RSSMState(NamedTuple):
@@ -274,6 +274,34 @@ class RSSM(nn.Module):
         return RSSMState.stack(states), th.stack(actions, dim=1)
 
 
+def free_bits_clamp(kl: th.Tensor, strategy: str, free_bits: float, mask: Optional[th.Tensor] = None) -> th.Tensor:
+    """
+    Average a (batch, time) KL into a loss under a free-bits rule.
+
+    * ``free_bits`` (Dreamer v1): ``max(mean KL, free_bits)``: the threshold applies to the batch mean, so
+      while the mean is under it no step gets gradient, and above it every step does.
+    * ``free_bits_per_step`` (PlaNet): ``mean(max(KL_bt, free_bits))``: each (batch, time) step is clamped
+      before averaging, so exactly the steps under the threshold get no gradient. The value is PlaNet's
+      ``mean(max(0, KL_bt - free_bits)) + free_bits``, with the same gradient.
+    * anything else: the plain mean.
+
+    :param kl: per-step KL, any shape
+    :param strategy: the KL strategy
+    :param free_bits: the threshold in nats
+    :param mask: optional 0/1 weights of the steps (masked steps count neither in the sum nor the count)
+    :return: scalar loss
+    """
+    if strategy == "free_bits_per_step":
+        kl = th.clamp(kl, min=free_bits)
+    if mask is None:
+        mean = kl.mean()
+    else:
+        mean = (kl * mask).sum() / mask.sum().clamp(min=1.0)
+    if strategy == "free_bits":
+        mean = th.clamp(mean, min=free_bits)
+    return mean
+
+
 def kl_loss(
     posterior: RSSMState,
     prior: RSSMState,
@@ -286,7 +314,10 @@ def kl_loss(
 
     * ``regular``: mean over batch and time of KL(q || p), gradient into both sides.
     * ``free_bits``: ``max(mean KL, free_bits)``; the threshold applies to the batch mean, as in
-      PlaNet and Dreamer v1, so below it the loss is constant and carries no gradient.
+      Dreamer v1 (danijar/dreamer), so below it the loss is constant and carries no gradient.
+    * ``free_bits_per_step``: ``mean(max(KL_bt, free_bits))``; the threshold applies to every (batch, time)
+      step, as in PlaNet (google-research/planet, ``planet/training/utility.py``): a step under it gets
+      no gradient, a step above it does (see :func:`free_bits_clamp`).
     * ``balanced`` (Dreamer v2): ``alpha * KL(sg(q) || p) + (1 - alpha) * KL(q || sg(p))``: the
       prior is trained towards the posterior with weight alpha, the posterior regularized
       towards the prior with weight 1 - alpha.
@@ -301,7 +332,5 @@ def kl_loss(
         kl_posterior = kl_divergence(q, prior.detach().distribution()).mean()
         loss = balance_alpha * kl_prior + (1.0 - balance_alpha) * kl_posterior
         return loss, kl_prior.detach()
-    kl = kl_divergence(q, p).mean()
-    if strategy == "free_bits":
-        return th.clamp(kl, min=free_bits), kl.detach()
-    return kl, kl.detach()
+    kl = kl_divergence(q, p)
+    return free_bits_clamp(kl, strategy, free_bits), kl.mean().detach()

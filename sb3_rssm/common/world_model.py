@@ -16,10 +16,9 @@ from sb3_rssm.common.networks import (
     ObservationDecoder,
     ObservationEncoder,
     mlp,
-    preprocess_images,
     unit_gaussian_log_prob,
 )
-from sb3_rssm.common.rssm import KL_STRATEGIES, RSSM, RSSMState, kl_loss
+from sb3_rssm.common.rssm import KL_STRATEGIES, RSSM, RSSMState, free_bits_clamp, kl_loss
 from sb3_rssm.common.spaces import action_size
 from sb3_rssm.common.type_aliases import SequenceSamples
 
@@ -40,8 +39,9 @@ class WorldModel(nn.Module):
     :param reward_units: width of the reward (and continuation) head
     :param reward_layers: hidden layers of the reward (and continuation) head
     :param use_continuation: learn p(continue | state) from ``terminated`` (never from time-limit truncation)
-    :param kl_strategy: ``regular``, ``free_bits`` or ``balanced`` (see :func:`sb3_rssm.common.rssm.kl_loss`)
-    :param free_bits: free nats for ``free_bits``
+    :param kl_strategy: ``regular``, ``free_bits`` (Dreamer v1), ``free_bits_per_step`` (PlaNet) or ``balanced``
+        (see :func:`sb3_rssm.common.rssm.kl_loss`)
+    :param free_bits: free nats of ``free_bits`` and ``free_bits_per_step``
     :param kl_balance_alpha: alpha for ``balanced``
     :param kl_scale: weight of the KL term
     :param reward_scale: weight of the reward log-likelihood
@@ -51,6 +51,8 @@ class WorldModel(nn.Module):
     :param overshooting_kl_scale: weight of the latent-overshooting KL term
     :param activation_fn: activation of the dense layers
     :param cnn_activation_fn: activation of the conv layers
+    :param image_bits: bits per image channel, for the encoder's input and the decoder's target alike (8: Dreamer;
+        PlaNet: 5, with uniform dequantization noise in training), see :func:`sb3_rssm.common.networks.preprocess_image`
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class WorldModel(nn.Module):
         overshooting_kl_scale: float = 1.0,
         activation_fn: type[nn.Module] = nn.ELU,
         cnn_activation_fn: type[nn.Module] = nn.ReLU,
+        image_bits: int = 8,
     ) -> None:
         super().__init__()
         if kl_strategy not in KL_STRATEGIES:
@@ -92,7 +95,7 @@ class WorldModel(nn.Module):
         self.overshooting_distance = overshooting_distance
         self.overshooting_kl_scale = overshooting_kl_scale
         self.encoder = ObservationEncoder(
-            observation_space, cnn_depth, mlp_units, mlp_layers, activation_fn, cnn_activation_fn
+            observation_space, cnn_depth, mlp_units, mlp_layers, activation_fn, cnn_activation_fn, image_bits
         )
         self.rssm = RSSM(
             self.encoder.output_size,
@@ -130,7 +133,7 @@ class WorldModel(nn.Module):
         :return: (loss, detached metrics, posterior states (batch, time, ...) for imagination)
         """
         # the encoder's input and the decoder's target: converted once
-        images = preprocess_images(batch.observations, self.encoder.image_keys)
+        images = self.encoder.preprocess(batch.observations)
         embeds = self.encoder(batch.observations, images)
         posterior, prior = self.rssm.observe(embeds, batch.actions, batch.is_first)
         features = posterior.features
@@ -177,7 +180,8 @@ class WorldModel(nn.Module):
         Latent overshooting (Hafner et al., 2019, section 4): from every posterior state, roll the prior
         open-loop ``d = 2 .. overshooting_distance`` steps and measure ``KL(sg(q_{t+d}) || p(s_{t+d} | s_t, a))``.
         Distance 1 is the ordinary KL term. Targets past the chunk's end or across an episode start are masked.
-        The free-bits threshold applies per distance, as to the ordinary term.
+        The free-bits rule applies per distance as to the ordinary term (per step for ``free_bits_per_step``,
+        as in PlaNet's overshooting objective).
 
         :return: the mean over distances of the masked mean KL
         """
@@ -195,11 +199,7 @@ class WorldModel(nn.Module):
                 continue
             target_posterior = RSSMState(*(x[:, target].reshape(batch_size * length, -1) for x in posterior)).detach()
             kl = kl_divergence(target_posterior.distribution(), state.distribution()).reshape(batch_size, length)
-            mask = valid.float()
-            term = (kl * mask).sum() / mask.sum().clamp(min=1.0)
-            if self.kl_strategy == "free_bits":
-                term = th.clamp(term, min=self.free_bits)
-            terms.append(term)
+            terms.append(free_bits_clamp(kl, self.kl_strategy, self.free_bits, valid.float()))
         if not terms:
             return th.zeros((), device=is_first.device)
         return th.stack(terms).mean()

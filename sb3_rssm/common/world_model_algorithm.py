@@ -52,8 +52,9 @@ class EnvWorkerError(RuntimeError):
 
 class WorldModelAlgorithm(OffPolicyAlgorithm):
     """
-    Base of world-model agents. Subclasses implement :meth:`_train_step` (one gradient step on a batch of
-    sequences; :meth:`_train_world_model` does the world-model part).
+    Base of world-model agents. Subclasses implement :meth:`_train_step`: the losses and backward passes of one
+    update on a batch of sequences (:meth:`_train_world_model` does the world-model part); the optimizers then
+    step together.
 
     ``num_timesteps`` counts agent steps summed over envs, as everywhere in SB3. With an action-repeat
     wrapper each agent step is ``action_repeat`` env frames: the papers count frames, so their
@@ -166,6 +167,8 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         self._nonfinite_in_a_row = 0
         self._first_nonfinite: Optional[str] = None
         self._skipped_this_step = False
+        # optimizers whose gradients are ready for this update's steps (see _backward)
+        self._ready_optimizers: list[th.optim.Optimizer] = []
         # gradient steps that the last finished collection phase still owes (saved with the model, see learn)
         self._pending_gradient_steps = 0
         # generator states, only set while a save writes them and while a load restores them
@@ -236,7 +239,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         # the belief state belongs to the collection env's current episodes, not to the model
-        return [*super()._excluded_save_params(), "_filter_state", "grad_scaler"]
+        return [*super()._excluded_save_params(), "_filter_state", "grad_scaler", "_ready_optimizers"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", *(f"policy.{name}" for name in self.policy.optimizer_names)], []
@@ -485,14 +488,16 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
 
     # ---- training ---------------------------------------------------------------------------
 
-    def _apply_gradients(
+    def _backward(
         self, phase: str, loss: th.Tensor, optimizer: th.optim.Optimizer, parameters: Iterable[th.nn.Parameter]
     ) -> Optional[th.Tensor]:
         """
-        Backward pass, clip and step, unless the loss or the gradient is non-finite: then the step is
-        skipped (parameters untouched) and counted. With float16's loss scaling, non-finite gradients are
-        first an overflow of the scaled gradients: the scaler skips the step and lowers its scale (counted
-        apart); only once the scale is down to 1 do they count as non-finite.
+        Backward pass and clip of one loss. Its optimizer steps later, in :meth:`_step_optimizers`, after every
+        loss of the update has been computed (as the reference implementations apply their optimizers), unless
+        the loss or the gradient is non-finite: then the step is skipped (parameters untouched) and counted.
+        With float16's loss scaling, non-finite gradients are first an overflow of the scaled gradients: the
+        scaler skips the step and lowers its scale (counted apart); only once the scale is down to 1 do they
+        count as non-finite.
 
         :return: the gradient norm before clipping, or None when skipped
         """
@@ -517,11 +522,17 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
             else:
                 self._record_nonfinite(f"{phase} gradient")
             return None
-        if scaler is None:
-            optimizer.step()
-        else:
-            scaler.step(optimizer)
+        self._ready_optimizers.append(optimizer)
         return grad_norm.detach()
+
+    def _step_optimizers(self) -> None:
+        """Step every optimizer whose gradients :meth:`_backward` accepted in this update."""
+        for optimizer in self._ready_optimizers:
+            if self.grad_scaler is None:
+                optimizer.step()
+            else:
+                self.grad_scaler.step(optimizer)
+        self._ready_optimizers.clear()
 
     def _record_nonfinite(self, where: str) -> None:
         self._skipped_this_step = True
@@ -529,17 +540,21 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
             self._first_nonfinite = f"{where} at update {self._n_updates} (num_timesteps={self.num_timesteps})"
 
     def _train_world_model(self, batch: SequenceSamples) -> tuple[RSSMState, dict[str, th.Tensor]]:
-        """One world-model gradient step; returns the posterior states (detached) and metrics."""
+        """
+        The world model's loss and backward pass (its optimizer steps in :meth:`_step_optimizers`).
+
+        :return: the posterior states (detached) and metrics
+        """
         world_model = self.policy.world_model
         with self._autocast():
             loss, metrics, posterior = world_model.loss(batch)
-        grad_norm = self._apply_gradients("world model", loss, self.policy.world_model_optimizer, world_model.parameters())
+        grad_norm = self._backward("world model", loss, self.policy.world_model_optimizer, world_model.parameters())
         if grad_norm is not None:
             metrics["model_grad_norm"] = grad_norm
         return posterior.detach(), metrics
 
     def _train_step(self, batch: SequenceSamples) -> dict[str, th.Tensor]:
-        """One gradient step of every network on a batch; returns detached scalar metrics."""
+        """The losses and backward passes of one update (the optimizers step after it); returns detached scalar metrics."""
         raise NotImplementedError
 
     def train(self, gradient_steps: int, batch_size: int) -> None:
@@ -552,6 +567,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
             batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
             self._skipped_this_step = self._overflows_this_step = self._unscaled_this_step = False
             metrics = self._train_step(batch)
+            self._step_optimizers()
             # (the scaler cannot update without a gradient it checked: not when every loss was non-finite)
             if self.grad_scaler is not None and self._unscaled_this_step:
                 # once per update, after every optimizer's step: lowers the scale after an overflow

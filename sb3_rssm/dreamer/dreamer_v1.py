@@ -207,19 +207,20 @@ class DreamerV1(WorldModelAlgorithm):
         return features, returns, weights, th.stack(entropies, dim=1)
 
     def _train_step(self, batch: SequenceSamples) -> dict[str, th.Tensor]:
+        """
+        The world-model, actor and value losses and their backward passes; the three optimizers then step
+        together, as in the reference implementation (danijar/dreamer computes all three losses before
+        applying any): the actor imagines with the world model that the batch's posterior came from.
+        """
         posterior, metrics = self._train_world_model(batch)
-        metrics.update(self._train_behavior(posterior))
-        return metrics
-
-    def _train_behavior(self, posterior: RSSMState) -> dict[str, th.Tensor]:
-        """One actor and one value step on imagined rollouts from every (detached) posterior state."""
-        features, returns, weights, metrics = self._train_actor(posterior)
+        features, returns, weights, actor_metrics = self._train_actor(posterior)
+        metrics.update(actor_metrics)
         metrics.update(self._train_value(features, returns, weights))
         return metrics
 
     def _train_actor(self, posterior: RSSMState) -> tuple[th.Tensor, th.Tensor, th.Tensor, dict[str, th.Tensor]]:
         """
-        One actor step: imagine from every posterior state and ascend the weighted lambda-returns.
+        The actor's loss and backward pass: imagine from every posterior state and ascend the weighted lambda-returns.
 
         :return: imagined features (N, H, F), lambda-returns (N, H-1), weights (N, H-1), metrics
         """
@@ -228,19 +229,19 @@ class DreamerV1(WorldModelAlgorithm):
         with frozen(policy.world_model, policy.value), self._autocast():
             features, returns, weights, entropy = self.imagine(posterior.flatten())
             actor_loss = -(weights * returns).mean()
-        grad_norm = self._apply_gradients("actor", actor_loss, policy.actor_optimizer, policy.actor.parameters())
+        grad_norm = self._backward("actor", actor_loss, policy.actor_optimizer, policy.actor.parameters())
         metrics = dict(actor_loss=actor_loss.detach(), actor_entropy=entropy.mean(), imagined_return=returns.mean().detach())
         if grad_norm is not None:
             metrics["actor_grad_norm"] = grad_norm
         return features, returns, weights, metrics
 
     def _train_value(self, features: th.Tensor, returns: th.Tensor, weights: th.Tensor) -> dict[str, th.Tensor]:
-        """One value step: regress the value of each imagined state (but the last) onto its lambda-return."""
+        """The value loss and backward pass: regress the value of each imagined state (but the last) onto its lambda-return."""
         policy = self.policy
         with self._autocast():
             value_prediction = policy.predict_value(features[:, :-1].detach()).float()
         value_loss = -(weights * unit_gaussian_log_prob(value_prediction, returns.detach())).mean()
-        grad_norm = self._apply_gradients("value", value_loss, policy.value_optimizer, policy.value.parameters())
+        grad_norm = self._backward("value", value_loss, policy.value_optimizer, policy.value.parameters())
         metrics = dict(value_loss=value_loss.detach(), imagined_value=value_prediction.mean().detach())
         if grad_norm is not None:
             metrics["value_grad_norm"] = grad_norm

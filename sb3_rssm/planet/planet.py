@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Optional, Union
 
+import numpy as np
 import torch as th
+from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
@@ -109,8 +111,37 @@ class PlaNet(WorldModelAlgorithm):
             seed=seed,
             device=device,
         )
+        # the planner's diagnostics summed over the collection steps since the last training phase
+        self._planner_sums: dict[str, th.Tensor] = {}
+        self._planner_steps = 0
         if _init_setup_model:
             self._setup_model()
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_planner_sums", "_planner_steps"]
+
+    def _sample_action(
+        self, learning_starts: int, action_noise: Optional[ActionNoise] = None, n_envs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        actions = super()._sample_action(learning_starts, action_noise, n_envs)
+        if self.num_timesteps >= learning_starts:  # the planner chose these actions: keep its diagnostics
+            for key, value in self.policy.planner.statistics.items():
+                self._planner_sums[key] = self._planner_sums.get(key, 0.0) + value.sum()
+            self._planner_steps += n_envs
+        return actions
+
+    def train(self, gradient_steps: int, batch_size: int) -> None:
+        """
+        Train the world model, and log the planner's diagnostics of the collection since the last call
+        (means over env steps): ``planner/candidate_return_std`` (how much the model tells apart the first
+        iteration's random action sequences), ``planner/elite_return`` and ``planner/elite_return_std``
+        (the predicted returns of the final elites), see :class:`~sb3_rssm.common.planning.CEMPlanner`.
+        """
+        if self._planner_steps:
+            for key, total in self._planner_sums.items():
+                self.logger.record(f"planner/{key}", float(total) / self._planner_steps)
+            self._planner_sums, self._planner_steps = {}, 0
+        super().train(gradient_steps, batch_size)
 
     def _train_step(self, batch: SequenceSamples) -> dict[str, th.Tensor]:
         _, metrics = self._train_world_model(batch)
