@@ -14,7 +14,11 @@ class PointMassEnv(gym.Env):
     A point on a line must reach a target and stay there. Deterministic.
 
     The point starts at ``start``; each step moves it by ``step_size * action`` (clipped to [-1, 1]),
-    and the reward is ``-|position - target|`` after the move. Observation: ``[position, target - position]``.
+    and the reward is ``-|position - target|`` after the move. Observation: ``[position, target - position]``,
+    or with ``pixels=True`` a 64x64x3 uint8 frame (channel-last, as gymnasium renders): the point is a red
+    square in the upper half of the frame at the column of its position, the target a green square in the
+    lower half. The frame is not symmetric in either axis or in its channels, so an image path that flips
+    or swaps them between training and acting loses the task.
     An episode lasts ``max_steps`` steps and ends by truncation (time limit), never by termination.
 
     :param discrete: Discrete(3) actions (left, stay, right) instead of Box(-1, 1, (1,))
@@ -22,12 +26,22 @@ class PointMassEnv(gym.Env):
     :param start: initial position
     :param target: target position
     :param step_size: distance moved by a full action
+    :param pixels: observe 64x64x3 frames instead of the two numbers
     """
+
+    FRAME = 64
+    MARK = 8  # side of the squares, in pixels
 
     metadata: dict[str, Any] = {"render_modes": []}
 
     def __init__(
-        self, discrete: bool = False, max_steps: int = 30, start: float = -0.5, target: float = 0.5, step_size: float = 0.1
+        self,
+        discrete: bool = False,
+        max_steps: int = 30,
+        start: float = -0.5,
+        target: float = 0.5,
+        step_size: float = 0.1,
+        pixels: bool = False,
     ) -> None:
         self.discrete = discrete
         self.max_steps = max_steps
@@ -35,12 +49,26 @@ class PointMassEnv(gym.Env):
         self.target = target
         self.step_size = step_size
         self.action_space = spaces.Discrete(3) if discrete else spaces.Box(-1.0, 1.0, (1,), np.float32)
-        self.observation_space = spaces.Box(-2.0, 2.0, (2,), np.float32)
+        self.pixels = pixels
+        if pixels:
+            self.observation_space = spaces.Box(0, 255, (self.FRAME, self.FRAME, 3), np.uint8)
+        else:
+            self.observation_space = spaces.Box(-2.0, 2.0, (2,), np.float32)
         self.position = start
         self.steps = 0
 
+    def _column(self, position: float) -> int:
+        return round((position + 1.0) / 2.0 * (self.FRAME - self.MARK))
+
     def _obs(self) -> np.ndarray:
-        return np.array([self.position, self.target - self.position], dtype=np.float32)
+        if not self.pixels:
+            return np.array([self.position, self.target - self.position], dtype=np.float32)
+        frame = np.zeros((self.FRAME, self.FRAME, 3), dtype=np.uint8)
+        half, mark = self.FRAME // 2, self.MARK
+        point, target = self._column(self.position), self._column(self.target)
+        frame[half // 2 - mark // 2 : half // 2 + mark // 2, point : point + mark, 0] = 255
+        frame[half + half // 2 - mark // 2 : half + half // 2 + mark // 2, target : target + mark, 1] = 255
+        return frame
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict[str, Any]] = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
