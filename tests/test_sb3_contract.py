@@ -398,3 +398,30 @@ def test_fp16_mixed_precision_scales_the_loss_and_skips_overflows(algorithm, tmp
 def test_mixed_precision_choices(algorithm):
     with pytest.raises(ValueError, match="'fp16'"):
         tiny_model(algorithm, "MlpPolicy", PointMassEnv(), mixed_precision="fp8")
+
+
+def short_buffer_warnings(record):
+    return [w for w in record if "Training is skipped until the replay buffer holds" in str(w.message)]
+
+
+def test_training_waits_for_a_full_sequence_when_learning_starts_is_smaller(algorithm):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), learning_starts=2, sequence_length=8, train_freq=3, seed=0)
+    with pytest.warns(UserWarning) as record:
+        model.learn(12)
+    assert len(short_buffer_warnings(record)) == 1  # once, although the phases at steps 3 and 6 were both skipped
+    assert model._n_updates == 2  # the phases at steps 9 and 12 trained (the stream then holds 10 and 13 rows)
+
+
+def test_training_waits_for_a_full_sequence_after_load_and_set_env(algorithm, tmp_path):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), sequence_length=8, train_freq=5, seed=0)
+    model.learn(30)
+    model.save(tmp_path / "model.zip")
+    for resumed in (algorithm.load(tmp_path / "model.zip", env=PointMassEnv()), model):
+        if resumed is model:
+            model.set_env(PointMassEnv())
+            model.replay_buffer.reset()  # the empty buffer a fresh process starts with
+        updates = resumed._n_updates
+        with pytest.warns(UserWarning) as record:
+            resumed.learn(10, reset_num_timesteps=False)  # learning_starts passed; 6 rows at step 35, 11 at step 40
+        assert len(short_buffer_warnings(record)) == 1
+        assert resumed._n_updates == updates + 1

@@ -171,6 +171,8 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         self._ready_optimizers: list[th.optim.Optimizer] = []
         # gradient steps that the last finished collection phase still owes (saved with the model, see learn)
         self._pending_gradient_steps = 0
+        # the "training skipped: no full sequence yet" warning is given once per model object (not saved)
+        self._warned_short_buffer = False
         # generator states, only set while a save writes them and while a load restores them
         self._rng_state: Optional[dict[str, Any]] = None
 
@@ -239,7 +241,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         # the belief state belongs to the collection env's current episodes, not to the model
-        return [*super()._excluded_save_params(), "_filter_state", "grad_scaler", "_ready_optimizers"]
+        return [*super()._excluded_save_params(), "_filter_state", "grad_scaler", "_ready_optimizers", "_warned_short_buffer"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", *(f"policy.{name}" for name in self.policy.optimizer_names)], []
@@ -393,21 +395,36 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         """
         Run the gradient steps the last collection phase owes.
 
+        While no env stream of the replay buffer holds a full sequence (``learning_starts`` below
+        ``sequence_length``, or ``load``/``set_env`` then ``learn(reset_num_timesteps=False)`` with an empty
+        buffer) the steps are skipped, with a warning the first time, and training starts once it can sample.
+
         :param resuming: called at the start of ``learn``, where the steps were loaded with a checkpoint:
             without a replay buffer to train on (loaded without ``load_replay_buffer``) they are skipped
-            with a warning instead of failing
+            with a warning that says how to resume exactly
         """
         steps, self._pending_gradient_steps = self._pending_gradient_steps, 0
         if steps <= 0:
             return
-        if resuming and not self.replay_buffer.can_sample():
+        if self.replay_buffer.can_sample():
+            self.train(batch_size=self.batch_size, gradient_steps=steps)
+        elif resuming:
             warnings.warn(
                 f"Skipped {steps} gradient steps that the checkpoint still owed: the replay buffer holds no sequence "
                 f"of {self.sequence_length} steps yet. Call load_replay_buffer() before learn() to resume exactly.",
                 stacklevel=3,
             )
-            return
-        self.train(batch_size=self.batch_size, gradient_steps=steps)
+        elif not self._warned_short_buffer:
+            # as SAC trains only once it can sample: after load()/set_env() with an empty buffer, or with
+            # learning_starts below sequence_length, training starts as soon as one env stream holds a sequence
+            self._warned_short_buffer = True
+            warnings.warn(
+                f"Training is skipped until the replay buffer holds a sequence of {self.sequence_length} steps in one env "
+                f"stream (the longest holds {self.replay_buffer.longest_stream()} now, at num_timesteps="
+                f"{self.num_timesteps}). To train from the start, set learning_starts >= sequence_length; after load(), "
+                "call load_replay_buffer() to train on the saved steps.",
+                stacklevel=3,
+            )
 
     def collect_rollouts(
         self,
