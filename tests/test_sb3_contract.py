@@ -425,3 +425,20 @@ def test_training_waits_for_a_full_sequence_after_load_and_set_env(algorithm, tm
             resumed.learn(10, reset_num_timesteps=False)  # learning_starts passed; 6 rows at step 35, 11 at step 40
         assert len(short_buffer_warnings(record)) == 1
         assert resumed._n_updates == updates + 1
+
+
+def test_policy_saved_alone_loads_and_predicts_the_same(algorithm, tmp_path):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0)
+    model.learn(30)
+    model.policy.save(tmp_path / "policy.pth")
+    loaded = algorithm.policy_aliases["MlpPolicy"].load(tmp_path / "policy.pth")
+    assert type(loaded) is type(model.policy)
+    obs = np.array([[0.1, 0.2], [-0.3, 0.4]], np.float32)
+    starts = np.ones(2, dtype=bool)
+    expected, expected_state = model.predict(obs, episode_start=starts, deterministic=True)
+    actual, state = loaded.predict(obs, episode_start=starts, deterministic=True)
+    np.testing.assert_array_equal(actual, expected)
+    # and the next step, from the carried state
+    expected, _ = model.predict(obs, state=expected_state, episode_start=~starts, deterministic=True)
+    actual, _ = loaded.predict(obs, state=state, episode_start=~starts, deterministic=True)
+    np.testing.assert_array_equal(actual, expected)

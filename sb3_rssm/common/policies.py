@@ -185,8 +185,12 @@ class WorldModelPolicy(BasePolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
+        # the world model scales its images itself (preprocess_image): SB3's flag is no parameter of this policy
+        data.pop("normalize_images", None)
         data.update(self.world_model_kwargs)
         data.update(
+            # as in SB3's policies: a policy saved alone (policy.save) is loaded to act, not to train
+            lr_schedule=self._dummy_schedule,
             exploration_noise=self.exploration_noise,
             optimizer_class=self.optimizer_class,
             optimizer_kwargs=self.optimizer_kwargs,
