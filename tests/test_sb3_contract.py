@@ -442,3 +442,10 @@ def test_policy_saved_alone_loads_and_predicts_the_same(algorithm, tmp_path):
     expected, _ = model.predict(obs, state=expected_state, episode_start=~starts, deterministic=True)
     actual, _ = loaded.predict(obs, state=state, episode_start=~starts, deterministic=True)
     np.testing.assert_array_equal(actual, expected)
+
+
+def test_tensorboard_runs_are_named_after_the_algorithm(algorithm, tmp_path):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), tensorboard_log=str(tmp_path), seed=0)
+    model.learn(5)
+    model.learn(5, tb_log_name="mine")
+    assert sorted(os.listdir(tmp_path)) == sorted([f"{algorithm.__name__}_1", "mine_1"])

@@ -356,7 +356,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         total_timesteps: int,
         callback: MaybeCallback = None,
         log_interval: int = 4,
-        tb_log_name: str = "run",
+        tb_log_name: Optional[str] = None,
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfWorldModelAlgorithm:
@@ -367,10 +367,11 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         :meth:`collect_rollouts` this makes ``load`` + ``load_replay_buffer`` +
         ``learn(reset_num_timesteps=False)`` continue exactly where the checkpoint was taken.
 
-        Parameters: as :meth:`stable_baselines3.common.off_policy_algorithm.OffPolicyAlgorithm.learn`.
+        Parameters: as :meth:`stable_baselines3.common.off_policy_algorithm.OffPolicyAlgorithm.learn`; ``tb_log_name``
+        defaults to the class name (TensorBoard runs ``DreamerV1_1``, ``PlaNet_1``, ...), as SB3's algorithms do.
         """
         total_timesteps, callback = self._setup_learn(
-            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+            total_timesteps, callback, reset_num_timesteps, tb_log_name or type(self).__name__, progress_bar
         )
         callback.on_training_start(locals(), globals())
         assert self.env is not None, "You must set the environment before calling learn()"
