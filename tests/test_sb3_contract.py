@@ -4,6 +4,7 @@ recurrent predict with evaluate_policy, save/load, logging.
 """
 
 import os
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -449,3 +450,41 @@ def test_tensorboard_runs_are_named_after_the_algorithm(algorithm, tmp_path):
     model.learn(5)
     model.learn(5, tb_log_name="mine")
     assert sorted(os.listdir(tmp_path)) == sorted([f"{algorithm.__name__}_1", "mine_1"])
+
+
+def test_predict_refuses_the_gym_reset_tuple_with_sb3s_error(algorithm):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0)
+    with pytest.raises(ValueError, match="mixing Gym API with SB3 VecEnv API"):
+        model.predict(PointMassEnv().reset(seed=0))
+
+
+def stateless_warnings(record):
+    return [w for w in record if "predict() was called again without state=" in str(w.message)]
+
+
+def test_predict_without_state_twice_in_a_row_warns_once(algorithm):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0)
+    obs = np.array([0.1, 0.2], np.float32)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        first, _ = model.predict(obs, deterministic=True)
+        assert not stateless_warnings(record)  # one call alone is fine
+        second, _ = model.predict(obs, deterministic=True)
+        assert len(stateless_warnings(record)) == 1
+        assert "state=state, episode_start=episode_start" in str(stateless_warnings(record)[0].message)
+        model.predict(obs, deterministic=True)
+        model.predict(obs, state=None, episode_start=np.ones(1, bool), deterministic=True)
+        model.predict(obs, deterministic=True)
+        model.predict(obs, deterministic=True)
+    assert len(stateless_warnings(record)) == 1  # once per policy
+    np.testing.assert_array_equal(first, second)  # the warning changes nothing in what predict returns
+
+
+def test_evaluate_policy_and_eval_callback_pass_the_state_without_warning(algorithm):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(max_steps=5), seed=0)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        evaluate_policy(model, PointMassEnv(max_steps=5), n_eval_episodes=2)
+        model.learn(10, callback=EvalCallback(PointMassEnv(max_steps=5), eval_freq=5, n_eval_episodes=2, warn=False))
+    assert not stateless_warnings(record)
+    assert not model.policy._warned_stateless_predict

@@ -6,6 +6,7 @@ state, and a recurrent ``predict`` that carries that state between calls the way
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -22,6 +23,23 @@ from sb3_rssm.common.world_model import WorldModel
 
 # (deterministic h, stochastic s, previous action) per env
 RecurrentState = tuple[th.Tensor, th.Tensor, th.Tensor]
+
+# SB3's own words (BasePolicy.predict) for the tuple that gymnasium's env.reset() returns
+GYM_TUPLE_ERROR = (
+    "You have passed a tuple to the predict() function instead of a Numpy array or a Dict. "
+    "You are probably mixing Gym API with SB3 VecEnv API: `obs, info = env.reset()` (Gym) "
+    "vs `obs = vec_env.reset()` (SB3 VecEnv). "
+    "See related issue https://github.com/DLR-RM/stable-baselines3/issues/1694 "
+    "and documentation for more information: "
+    "https://stable-baselines3.readthedocs.io/en/master/guide/vec_envs.html#vecenv-api-vs-gym-api"
+)
+
+STATELESS_PREDICT_WARNING = (
+    "predict() was called again without state= and episode_start=: every such call starts from an empty belief, as "
+    "if each step began an episode, and acts far worse than a policy that remembers. Pass the returned state back, "
+    "as with sb3-contrib's RecurrentPPO: `action, state = model.predict(obs, state=state, episode_start=episode_start)`, "
+    "with episode_start the previous step's dones (True at the first call). evaluate_policy and EvalCallback do this."
+)
 
 
 def starts_tensor(episode_start: Optional[np.ndarray], n_envs: int, device: th.device) -> Optional[th.Tensor]:
@@ -140,6 +158,10 @@ class WorldModelPolicy(BasePolicy):
             cnn_activation_fn=cnn_activation_fn,
             image_bits=image_bits,
         )
+        # whether the last predict() call had neither state nor episode_start, and whether a second one in a
+        # row was warned about (once per policy)
+        self._last_predict_stateless = False
+        self._warned_stateless_predict = False
         self.world_model = WorldModel(observation_space, action_space, **self.world_model_kwargs)
         self.world_model_optimizer = self.optimizer_class(
             self.world_model.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
@@ -291,6 +313,9 @@ class WorldModelPolicy(BasePolicy):
         :param deterministic: no sampling and no exploration noise
         :return: (actions in the env's space, new state as a tuple of numpy arrays (h, s, a))
         """
+        if isinstance(observation, tuple) and len(observation) == 2 and isinstance(observation[1], dict):
+            raise ValueError(GYM_TUPLE_ERROR)
+        self._check_state_is_passed_back(state, episode_start)
         self.set_training_mode(False)
         obs_tensor, vectorized_env = self.obs_to_tensor(observation)
         n_envs = next(iter(obs_tensor.values())).shape[0] if isinstance(obs_tensor, dict) else obs_tensor.shape[0]
@@ -310,3 +335,17 @@ class WorldModelPolicy(BasePolicy):
         if not vectorized_env:
             actions = actions.squeeze(axis=0)
         return actions, tuple(x.cpu().numpy() for x in new_state)
+
+    def _check_state_is_passed_back(
+        self, state: Optional[tuple[np.ndarray, ...]], episode_start: Optional[np.ndarray]
+    ) -> None:
+        """
+        Warn (once per policy) when ``predict`` is called a second time in a row with neither ``state`` nor
+        ``episode_start``: a plain SB3 loop (``action, _ = model.predict(obs)``) that silently drops the belief.
+        One such call is fine (the first step, or a single decision).
+        """
+        stateless = state is None and episode_start is None
+        if stateless and self._last_predict_stateless and not self._warned_stateless_predict:
+            self._warned_stateless_predict = True
+            warnings.warn(STATELESS_PREDICT_WARNING, stacklevel=4)
+        self._last_predict_stateless = stateless
