@@ -488,3 +488,16 @@ def test_evaluate_policy_and_eval_callback_pass_the_state_without_warning(algori
         model.learn(10, callback=EvalCallback(PointMassEnv(max_steps=5), eval_freq=5, n_eval_episodes=2, warn=False))
     assert not stateless_warnings(record)
     assert not model.policy._warned_stateless_predict
+
+
+def test_cuda_without_a_gpu_warns_naming_the_device_used(algorithm, monkeypatch, tmp_path):
+    monkeypatch.setattr(th.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match=r"device='cuda' was asked for, but CUDA is not available.* runs on cpu instead"):
+        model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), device="cuda", seed=0)
+    assert model.device.type == "cpu"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0)  # "auto": no warning
+        model.save(tmp_path / "model.zip")
+    with pytest.warns(UserWarning, match="runs on cpu instead"):
+        algorithm.load(tmp_path / "model.zip", device=th.device("cuda"))

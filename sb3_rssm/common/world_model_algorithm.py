@@ -147,6 +147,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         )
         if self.env is not None:
             self._check_env_spaces(self.env)
+        self._warn_on_device_fallback(device)
         if not issubclass(self.replay_buffer_class, SequenceReplayBuffer):
             raise ValueError(f"replay_buffer_class must be a SequenceReplayBuffer subclass, got {self.replay_buffer_class}")
         self.sequence_length = sequence_length
@@ -183,6 +184,17 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
             check_action_space(env.action_space)
             # SB3's env wrapping transposes channel-last images later
             split_observation_space(env.observation_space, allow_channel_last=True)
+
+    def _warn_on_device_fallback(self, requested: Union[th.device, str]) -> None:
+        """SB3 runs on the CPU when CUDA was asked for but is missing; say so, rather than train slowly in silence."""
+        if requested == "auto" or th.device(requested).type != "cuda" or self.device.type == "cuda":
+            return
+        warnings.warn(
+            f"device={str(requested)!r} was asked for, but CUDA is not available (torch {th.__version__}, "
+            f"built for CUDA {th.version.cuda}): {type(self).__name__} runs on {self.device} instead. Install a CUDA "
+            "build of torch (README: 'Installing torch') on a machine with a GPU, or pass device='cpu' (or 'auto').",
+            stacklevel=3,
+        )
 
     def _setup_model(self) -> None:
         self.replay_buffer_kwargs = {"sequence_length": self.sequence_length, **self.replay_buffer_kwargs}
