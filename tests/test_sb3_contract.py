@@ -501,3 +501,28 @@ def test_cuda_without_a_gpu_warns_naming_the_device_used(algorithm, monkeypatch,
         model.save(tmp_path / "model.zip")
     with pytest.warns(UserWarning, match="runs on cpu instead"):
         algorithm.load(tmp_path / "model.zip", device=th.device("cuda"))
+
+
+def test_missing_files_are_reported_as_given(algorithm, tmp_path):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0)
+    with pytest.raises(FileNotFoundError) as error:
+        algorithm.load(tmp_path / "missing.zip")
+    message = str(error.value)
+    assert f"no file '{tmp_path / 'missing.zip'}' (also tried: '{tmp_path / 'missing.zip.zip'}')" in message
+    with pytest.raises(FileNotFoundError) as error:
+        model.load_replay_buffer(tmp_path / "buffer.pkl")
+    assert f"replay buffer: there is no file '{tmp_path / 'buffer.pkl'}' (also tried" in str(error.value)
+
+
+def test_unknown_policy_name_lists_the_valid_ones(algorithm):
+    with pytest.raises(ValueError, match=r"Unknown policy 'MLPPolicy' .*\. Did you mean 'MlpPolicy'\?") as error:
+        algorithm("MLPPolicy", PointMassEnv())
+    assert "Use one of 'MlpPolicy', 'CnnPolicy', 'MultiInputPolicy'" in str(error.value)
+
+
+def test_unknown_policy_kwargs_key_names_the_closest_valid_ones(algorithm):
+    with pytest.raises(TypeError, match=r"Unknown policy_kwargs key .*'stoch_size' \(did you mean 'stochastic_size'\?\)"):
+        tiny_model(algorithm, "MlpPolicy", PointMassEnv(), policy_kwargs=dict(stoch_size=4))
+    own = "actor_units" if algorithm.__name__ == "DreamerV1" else "num_candidates"  # a subclass's own parameter
+    with pytest.raises(TypeError, match=rf"'{own[:-1]}' \(did you mean '{own}'"):
+        tiny_model(algorithm, "MlpPolicy", PointMassEnv(), policy_kwargs={own[:-1]: 8})

@@ -8,6 +8,8 @@ collection step, a sequence replay buffer, episode starts tracked per step, and 
 from __future__ import annotations
 
 import contextlib
+import difflib
+import inspect
 import io
 import pathlib
 import pickle
@@ -25,13 +27,14 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Image
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import load_from_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, RolloutReturn, Schedule, TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.utils import should_collect_more_steps, update_learning_rate
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv
 
 from sb3_rssm.common.buffers import SequenceReplayBuffer
-from sb3_rssm.common.checkpoint import SavePath, capture_rng_state, read_saved_data, restore_rng_state
+from sb3_rssm.common.checkpoint import SavePath, capture_rng_state, missing_file_error, read_saved_data, restore_rng_state
 from sb3_rssm.common.policies import RecurrentState, WorldModelPolicy, starts_tensor
 from sb3_rssm.common.rssm import RSSMState
 from sb3_rssm.common.spaces import actions_to_model, check_action_space, split_observation_space
@@ -40,6 +43,29 @@ from sb3_rssm.common.type_aliases import SequenceSamples
 MIXED_PRECISION = {None: None, "bf16": th.bfloat16, "fp16": th.float16}
 
 SelfWorldModelAlgorithm = TypeVar("SelfWorldModelAlgorithm", bound="WorldModelAlgorithm")
+
+
+def closest(name: str, candidates: Iterable[str]) -> list[str]:
+    """The candidates closest to a misspelt ``name`` (case aside), best first, for "did you mean" hints."""
+    by_lower = {candidate.lower(): candidate for candidate in candidates}
+    return [by_lower[match] for match in difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)]
+
+
+def policy_parameters(policy_class: type[WorldModelPolicy]) -> list[str]:
+    """
+    The keyword arguments ``policy_kwargs`` may hold for ``policy_class``: the parameters of its ``__init__`` and,
+    where that forwards ``**kwargs``, of its bases' (but the three the algorithm passes itself).
+    """
+    names: list[str] = []
+    for cls in policy_class.__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        names += [p.name for p in parameters if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD]
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    passed_by_the_algorithm = {"self", "observation_space", "action_space", "lr_schedule"}
+    return sorted(set(names) - passed_by_the_algorithm)
 
 
 class NonFiniteUpdateError(RuntimeError):
@@ -196,9 +222,43 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
             stacklevel=3,
         )
 
+    def _get_policy_from_name(self, policy_name: str) -> type[BasePolicy]:
+        """SB3's alias look-up, with an error that lists the aliases (SB3 says only "unknown")."""
+        if policy_name in self.policy_aliases:
+            return self.policy_aliases[policy_name]
+        hint = "".join(f" Did you mean {match!r}?" for match in closest(policy_name, self.policy_aliases)[:1])
+        raise ValueError(
+            f"Unknown policy {policy_name!r} for {type(self).__name__}.{hint} Use one of "
+            f"{', '.join(map(repr, self.policy_aliases))}, or pass a {self.policy_base.__name__} subclass."
+        )
+
+    def _check_policy_kwargs(self, error: TypeError) -> None:
+        """
+        Raise a clear error for a misspelt ``policy_kwargs`` key, naming the closest valid ones.
+
+        :param error: the error of the policy's construction, chained to this one
+        """
+        valid = policy_parameters(self.policy_class)
+        hints = []
+        for key in self.policy_kwargs:
+            if key not in valid:
+                matches = closest(key, valid)
+                hints.append(f"{key!r}" + (f" (did you mean {' or '.join(map(repr, matches))}?)" if matches else ""))
+        if hints:
+            raise TypeError(
+                f"Unknown policy_kwargs key{'s' if len(hints) > 1 else ''} for {self.policy_class.__name__}: "
+                f"{'; '.join(hints)}. Valid keys: {', '.join(valid)}."
+            ) from error
+
     def _setup_model(self) -> None:
         self.replay_buffer_kwargs = {"sequence_length": self.sequence_length, **self.replay_buffer_kwargs}
-        super()._setup_model()
+        try:
+            super()._setup_model()
+        except TypeError as error:
+            # a policy subclass may take keys of its own through **kwargs: only when the policy (or the buffer)
+            # really refused an argument is a key outside the constructors' parameters named as the culprit
+            self._check_policy_kwargs(error)
+            raise
         self._filter_state = None
         self.grad_scaler = th.amp.GradScaler(self.device.type) if self.mixed_precision == "fp16" else None
 
@@ -214,6 +274,8 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         """
         try:
             buffer = load_from_pkl(path, self.verbose)
+        except FileNotFoundError:
+            raise missing_file_error(path, "pkl", "replay buffer") from None
         except (EOFError, pickle.UnpicklingError, ValueError, AttributeError, ImportError) as error:
             raise ValueError(
                 f"Could not read a replay buffer from {path!r}: the file is truncated or not a pickle ({error})."
