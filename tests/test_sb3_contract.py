@@ -21,7 +21,7 @@ from stable_baselines3.common.callbacks import (
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import FakeImageEnv, SimpleMultiObsEnv
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.logger import Logger, configure
+from stable_baselines3.common.logger import Image, KVWriter, Logger, configure
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecMonitor, VecNormalize
 
 from sb3_rssm.common.envs import PointMassEnv
@@ -276,17 +276,21 @@ def test_logger_records_training_metrics(algorithm, tmp_path):
     assert expected <= set(header), expected - set(header)
 
 
+class ImageCapture(KVWriter):
+    """A logger output that keeps the Image records it is given, with the step of each."""
+
+    def __init__(self):
+        self.images = {}
+        self.steps = []
+
+    def write(self, key_values, key_excluded, step=0):
+        images = {k: v for k, v in key_values.items() if isinstance(v, Image)}
+        self.images.update(images)
+        self.steps += [step] * len(images)
+
+
 def test_open_loop_prediction_image_logged(algorithm):
-    from stable_baselines3.common.logger import Image, KVWriter, Logger
-
-    class Capture(KVWriter):
-        def __init__(self):
-            self.images = {}
-
-        def write(self, key_values, key_excluded, step=0):
-            self.images.update({k: v for k, v in key_values.items() if isinstance(v, Image)})
-
-    capture = Capture()
+    capture = ImageCapture()
     model = tiny_model(algorithm, "CnnPolicy", image_env(), log_prediction_interval=1, sequence_length=8, seed=0)
     model.set_logger(Logger(None, [capture]))
     model.learn(40, log_interval=1)  # trains at step 30, dumps the logs at the episode end at step 40
@@ -294,6 +298,18 @@ def test_open_loop_prediction_image_logged(algorithm):
     # rows: real, predicted, error for 2 sequences of 64 pixels; columns: 8 steps of 64 pixels
     assert image.image.shape == (3 * 2 * 64, 8 * 64, 3) and image.dataformats == "HWC"
     assert 0 <= image.image.min() and image.image.max() <= 1
+
+
+def test_open_loop_prediction_image_logged_at_the_first_training_phase(algorithm):
+    capture = ImageCapture()
+    # the default interval (1000 updates) is far away: only the first phase logs one
+    model = tiny_model(algorithm, "CnnPolicy", image_env(), gradient_steps=2, sequence_length=4, seed=0)
+    model.set_logger(Logger(None, [capture]))
+    model.learn(40, log_interval=1)  # phases at steps 30 and 40, logs dumped at the episode end at step 40
+    assert model._n_updates == 4
+    assert list(capture.images) == ["train/open_loop"] and capture.steps == [40]
+    assert "train/open_loop" not in model.logger.name_to_value  # the second phase (not yet dumped) logged none
+    assert capture.images["train/open_loop"].image.shape == (3 * 2 * 64, 4 * 64, 3)
 
 
 def test_load_replay_buffer_checks(algorithm, tmp_path):

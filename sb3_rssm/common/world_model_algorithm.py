@@ -106,7 +106,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         non-finite loss or gradient (each is skipped, parameters untouched)
     :param log_prediction_interval: for image observations, log an open-loop prediction strip (real frames,
         reconstructions of 5 context frames then open-loop predictions, error) as the TensorBoard image
-        ``train/open_loop`` every this many updates (0: never)
+        ``train/open_loop`` at the end of the first training phase, then every this many updates (0: never)
     :param replay_buffer_class: a :class:`SequenceReplayBuffer` subclass
     :param replay_buffer_kwargs: its extra keyword arguments
     :param policy_kwargs: keyword arguments of the policy (every model size)
@@ -190,6 +190,8 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         self._grad_scaler_state: Optional[dict[str, Any]] = None
         self._overflows_this_step = self._unscaled_this_step = False
         self.log_prediction_interval = log_prediction_interval
+        # whether this model object logged an open-loop image yet (not saved: a resumed run logs one at once too)
+        self._open_loop_logged = False
         self._filter_state: Optional[RecurrentState] = None
         self._nonfinite_in_a_row = 0
         self._first_nonfinite: Optional[str] = None
@@ -314,8 +316,10 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         self.replay_buffer = buffer
 
     def _excluded_save_params(self) -> list[str]:
-        # the belief state belongs to the collection env's current episodes, not to the model
-        return [*super()._excluded_save_params(), "_filter_state", "grad_scaler", "_ready_optimizers", "_warned_short_buffer"]
+        # the belief state belongs to the collection env's current episodes, not to the model; the
+        # once-per-model flags start afresh in a loaded model
+        excluded = ["_filter_state", "grad_scaler", "_ready_optimizers", "_warned_short_buffer", "_open_loop_logged"]
+        return [*super()._excluded_save_params(), *excluded]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", *(f"policy.{name}" for name in self.policy.optimizer_names)], []
@@ -683,6 +687,9 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
             if self.log_prediction_interval > 0 and self._n_updates % self.log_prediction_interval == 0:
                 self._log_open_loop(batch)
         elapsed = time.perf_counter() - start
+        # a first image at the end of the first training phase: a short run shows one too
+        if self.log_prediction_interval > 0 and gradient_steps > 0 and not self._open_loop_logged:
+            self._log_open_loop(batch)
         self.policy.set_training_mode(False)
         for key, values in sums.items():
             self.logger.record(f"train/{key}", th.stack(values).float().mean().item())
@@ -694,6 +701,8 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         self.logger.record("time/updates_per_s", gradient_steps / max(elapsed, 1e-9))
 
     def _log_open_loop(self, batch: SequenceSamples, n_sequences: int = 4) -> None:
+        """Log the open-loop prediction strip of the first ``n_sequences`` of ``batch`` (image observations only)."""
+        self._open_loop_logged = True
         world_model = self.policy.world_model
         if not world_model.decoder.image_keys:
             return
