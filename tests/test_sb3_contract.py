@@ -542,3 +542,30 @@ def test_unknown_policy_kwargs_key_names_the_closest_valid_ones(algorithm):
     own = "actor_units" if algorithm.__name__ == "DreamerV1" else "num_candidates"  # a subclass's own parameter
     with pytest.raises(TypeError, match=rf"'{own[:-1]}' \(did you mean '{own}'"):
         tiny_model(algorithm, "MlpPolicy", PointMassEnv(), policy_kwargs={own[:-1]: 8})
+
+
+class MatrixActionEnv(PointMassEnv):
+    """PointMassEnv with a (2, 2) Box action: the point moves by its mean entry."""
+
+    def __init__(self, max_steps=10):
+        super().__init__(max_steps=max_steps)
+        self.action_space = spaces.Box(-1.0, 1.0, (2, 2), np.float32)
+
+    def step(self, action):
+        assert np.shape(action) == (2, 2), f"the env got an action of shape {np.shape(action)}"
+        return super().step(np.mean(action))
+
+
+def test_multi_dimensional_box_actions(algorithm):
+    model = tiny_model(algorithm, "MlpPolicy", MatrixActionEnv(), seed=0)
+    model.learn(30)
+    assert model._n_updates > 0
+    assert model.replay_buffer.actions.shape[-1] == 4  # the flat model action
+    obs = np.array([0.1, 0.2], np.float32)
+    action, state = model.predict(obs, episode_start=np.ones(1, bool), deterministic=True)
+    assert action.shape == (2, 2) and model.action_space.contains(action.astype(np.float32))
+    assert state[2].shape == (1, 4)
+    actions, _ = model.predict(np.stack([obs, obs]), episode_start=np.ones(2, bool), deterministic=True)
+    assert actions.shape == (2, 2, 2)
+    mean, _ = evaluate_policy(model, MatrixActionEnv(), n_eval_episodes=2)
+    assert np.isfinite(mean)

@@ -60,11 +60,11 @@ class WorldModelPolicy(BasePolicy):
 
     The recurrent state passed through :meth:`predict` is a tuple of numpy arrays ``(h, s, a)`` of shapes
     (n_envs, deterministic_size), (n_envs, stochastic_size) and (n_envs, action_size): the belief after the
-    last observation and the action then taken (in the normalized space: [-1, 1] for Box, one-hot for
+    last observation and the action then taken (in the normalized space: [-1, 1] for Box, flattened; one-hot for
     Discrete). Where ``episode_start`` is true it is reset to zeros before the observation is filtered.
 
     :param observation_space: observation space
-    :param action_space: Box or Discrete action space
+    :param action_space: Box (of any shape: the model acts on its flattened vector) or Discrete action space
     :param lr_schedule: learning-rate schedule of the world model
     :param stochastic_size: RSSM stochastic state size
     :param deterministic_size: RSSM GRU size
@@ -285,10 +285,14 @@ class WorldModelPolicy(BasePolicy):
         return action, (latent.deterministic, latent.stochastic, action)
 
     def to_env_action(self, model_action: th.Tensor) -> np.ndarray:
-        """Normalized actions to the env's action space (Box: rescaled to the bounds; Discrete: indices)."""
+        """
+        Normalized actions (n_envs, action_size) to the env's action space: Box actions rescaled to the bounds and
+        shaped as the space (n_envs, *shape); Discrete ones as indices (n_envs,).
+        """
         if isinstance(self.action_space, spaces.Discrete):
             return one_hot_to_index(model_action, self.action_space).cpu().numpy()
-        return self.unscale_action(np.clip(model_action.cpu().numpy(), -1.0, 1.0))
+        flat = np.clip(model_action.cpu().numpy(), -1.0, 1.0)
+        return self.unscale_action(flat.reshape(-1, *self.action_space.shape))
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         """Stateless prediction (each observation treated as an episode's first); prefer :meth:`predict`."""

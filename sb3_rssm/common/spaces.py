@@ -80,12 +80,13 @@ def split_observation_space(
 
 
 def check_action_space(action_space: spaces.Space) -> None:
-    """Raise a clear error unless ``action_space`` is a bounded Box or a Discrete space."""
+    """
+    Raise a clear error unless ``action_space`` is a bounded Box (of any shape: the model flattens it) or a
+    Discrete space.
+    """
     if isinstance(action_space, spaces.Discrete):
         return
     if isinstance(action_space, spaces.Box):
-        if len(action_space.shape) != 1:
-            raise ValueError(f"Box action space of shape {action_space.shape} is not supported: flatten it to 1-D.")
         if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
             raise ValueError(
                 f"Box action space {action_space} has infinite bounds: the tanh actor and CEM need finite bounds. "
@@ -99,22 +100,23 @@ def check_action_space(action_space: spaces.Space) -> None:
 
 
 def action_size(action_space: spaces.Space) -> int:
-    """Length of the action vector the RSSM consumes (one-hot for Discrete)."""
+    """Length of the action vector the RSSM consumes (one-hot for Discrete, flattened for a Box of any shape)."""
     check_action_space(action_space)
     if isinstance(action_space, spaces.Discrete):
         return int(action_space.n)
-    return int(action_space.shape[0])
+    return int(np.prod(action_space.shape))
 
 
 def actions_to_model(actions: np.ndarray, action_space: spaces.Space) -> np.ndarray:
     """
-    One action per env, as SB3 hands them to a replay buffer (Box: scaled to [-1, 1]; Discrete:
-    indices), to the (n_envs, action_size) float32 vectors the RSSM consumes (Discrete: one-hot).
+    One action per env, as SB3 hands them to a replay buffer (Box: scaled to [-1, 1], in the space's shape;
+    Discrete: indices), to the (n_envs, action_size) float32 vectors the RSSM consumes (Discrete: one-hot;
+    Box: flattened, as the replay buffer stores them).
     """
     if isinstance(action_space, spaces.Discrete):
         indices = np.asarray(actions, dtype=np.int64).reshape(-1) - int(action_space.start)
         return np.eye(action_space.n, dtype=np.float32)[indices]
-    return np.asarray(actions, dtype=np.float32).reshape(-1, action_space.shape[0])
+    return np.asarray(actions, dtype=np.float32).reshape(-1, action_size(action_space))
 
 
 def one_hot_to_index(actions: th.Tensor, action_space: spaces.Discrete) -> th.Tensor:
