@@ -93,7 +93,7 @@ class SpaceEnv(gym.Env):
         (spaces.Box(-1, 1, (2,)), spaces.MultiBinary(2), "Unsupported action space"),
         (spaces.Box(-1, 1, (2,)), spaces.Box(-np.inf, np.inf, (2,)), "infinite bounds"),
         (spaces.MultiBinary(3), spaces.Discrete(2), "Unsupported observation space"),
-        (spaces.Box(0, 255, (32, 32, 3), np.uint8), spaces.Discrete(2), "32x32"),
+        (spaces.Box(0, 255, (8, 8, 3), np.uint8), spaces.Discrete(2), "8x8 is too small to resize"),
         (spaces.Tuple([spaces.Box(-1, 1, (2,))]), spaces.Discrete(2), "Unsupported observation space"),
     ],
 )
@@ -101,6 +101,12 @@ def test_unsupported_spaces_fail_at_construction(algorithm, observation_space, a
     policy = "CnnPolicy" if len(getattr(observation_space, "shape", None) or ()) == 3 else "MlpPolicy"
     with pytest.raises(ValueError, match=match):
         tiny_model(algorithm, policy, SpaceEnv(observation_space, action_space))
+
+
+def test_nested_dict_observations_are_not_implemented(algorithm):
+    nested = spaces.Dict({"a": spaces.Dict({"b": spaces.Box(-1, 1, (2,))}), "c": spaces.Box(-1, 1, (2,))})
+    with pytest.raises(NotImplementedError, match=r"Nested observation spaces are not supported.*'a' is a Dict"):
+        tiny_model(algorithm, "MultiInputPolicy", SpaceEnv(nested, spaces.Discrete(2)))
 
 
 @pytest.mark.parametrize("vec_env_class", [DummyVecEnv, SubprocVecEnv])
@@ -569,3 +575,85 @@ def test_multi_dimensional_box_actions(algorithm):
     assert actions.shape == (2, 2, 2)
     mean, _ = evaluate_policy(model, MatrixActionEnv(), n_eval_episodes=2)
     assert np.isfinite(mean)
+
+
+def sized_image_env(height, width, channels=3, channel_first=False):
+    return FakeImageEnv(5, height, width, channels, discrete=False, channel_first=channel_first)
+
+
+@pytest.mark.parametrize(
+    "height, width, channels, channel_first",
+    [(84, 84, 3, False), (96, 96, 3, True), (40, 40, 3, False), (84, 84, 1, False), (210, 160, 1, True)],
+    ids=["84x84x3", "3x96x96", "40x40x3", "84x84x1", "1x210x160"],
+)
+def test_images_of_other_sizes_are_resized_to_64x64(algorithm, height, width, channels, channel_first):
+    make_env = lambda: sized_image_env(height, width, channels, channel_first)  # noqa: E731
+    model = tiny_model(algorithm, "CnnPolicy", make_env(), seed=0)
+    assert model.observation_space.shape == (channels, 64, 64)
+    model.learn(30)
+    assert model._n_updates > 0
+    assert model.replay_buffer.observations.shape[2:] == (channels, 64, 64)
+    # predict takes the env's own frames, one or a batch, and resizes them
+    frame = make_env().reset(seed=0)[0]
+    action, state = model.predict(frame, episode_start=np.ones(1, bool), deterministic=True)
+    assert action.shape == (5,) and state[0].shape == (1, 8)
+    resized = model.get_env().resize(frame[None])  # what collection stores
+    assert resized.shape == (1, channels, 64, 64)
+    np.testing.assert_array_equal(model.predict(resized, episode_start=np.ones(1, bool), deterministic=True)[0][0], action)
+    actions, _ = model.predict(np.stack([frame, frame]), episode_start=np.ones(2, bool), deterministic=True)
+    assert actions.shape == (2, 5)
+    mean, _ = evaluate_policy(model, make_env(), n_eval_episodes=1)  # an eval env without the model's wrappers
+    assert np.isfinite(mean)
+
+
+def test_resized_images_are_the_frames_scaled_down(algorithm):
+    from sb3_rssm.common.resize import VecResizeImage
+
+    model = tiny_model(algorithm, "CnnPolicy", sized_image_env(84, 84), seed=0)
+    wrapper = model.get_env()
+    assert isinstance(wrapper, VecResizeImage) and wrapper.device == model.device
+    # a frame of flat colour stays that colour; a left/right split stays split in the middle
+    frame = np.zeros((1, 3, 84, 84), np.uint8)
+    frame[..., :42] = 200
+    frame[:, 1] = 17
+    resized = wrapper.resize(frame)
+    assert resized.shape == (1, 3, 64, 64) and resized.dtype == np.uint8
+    assert np.all(resized[:, 0, :, :31] == 200) and np.all(resized[:, 0, :, 33:] == 0) and np.all(resized[:, 1] == 17)
+    # channel-last frames, as predict gets them from an unwrapped env, resize the same
+    np.testing.assert_array_equal(model.policy.image_resizer(frame.transpose(0, 2, 3, 1), model.device), resized)
+    # terminal observations in infos are resized as well: the buffer stores them
+    model.learn(10)
+    assert model.replay_buffer.terminated.sum() + model.replay_buffer.truncated.sum() == 1
+
+
+def test_resized_images_with_save_load_set_env_and_eval_callback(algorithm, tmp_path):
+    make_env = lambda: sized_image_env(84, 84)  # noqa: E731
+    eval_callback = EvalCallback(make_env(), eval_freq=15, n_eval_episodes=1, log_path=str(tmp_path), warn=False)
+    model = tiny_model(algorithm, "CnnPolicy", make_env(), seed=0)
+    model.learn(30, callback=eval_callback)
+    assert list(np.load(tmp_path / "evaluations.npz")["timesteps"]) == [15, 30]
+    model.save(tmp_path / "model.zip")
+    loaded = algorithm.load(tmp_path / "model.zip", env=make_env())
+    frame = make_env().reset(seed=0)[0]
+    starts = np.ones(1, bool)
+    np.testing.assert_array_equal(
+        loaded.predict(frame, episode_start=starts, deterministic=True)[0],
+        model.predict(frame, episode_start=starts, deterministic=True)[0],
+    )
+    loaded.learn(10, reset_num_timesteps=False)
+    model.set_env(make_env())
+    model.learn(10, reset_num_timesteps=False)
+    assert loaded.num_timesteps == model.num_timesteps == 40
+
+
+def test_resized_images_under_vec_normalize_and_in_dicts(algorithm):
+    env = VecNormalize(DummyVecEnv([lambda: sized_image_env(84, 84)]), norm_obs=False, norm_reward=True)
+    model = tiny_model(algorithm, "CnnPolicy", env, seed=0)
+    model.learn(30)  # collection stores VecNormalize's original frames, resized
+    assert model._n_updates > 0 and model.get_vec_normalize_env() is env
+    dict_space = spaces.Dict({"image": spaces.Box(0, 255, (48, 48, 1), np.uint8), "vector": spaces.Box(-1, 1, (3,))})
+    model = tiny_model(algorithm, "MultiInputPolicy", SpaceEnv(dict_space, spaces.Discrete(2)), seed=0)
+    assert model.observation_space["image"].shape == (1, 64, 64)
+    model.learn(30)
+    action, _ = model.predict(dict_space.sample(), episode_start=np.ones(1, bool))
+    assert model.action_space.contains(action)

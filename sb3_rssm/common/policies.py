@@ -17,6 +17,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from sb3_rssm.common.resize import ImageResizer
 from sb3_rssm.common.rssm import RSSMState
 from sb3_rssm.common.spaces import check_action_space, one_hot_to_index, split_observation_space
 from sb3_rssm.common.world_model import WorldModel
@@ -158,6 +159,8 @@ class WorldModelPolicy(BasePolicy):
             cnn_activation_fn=cnn_activation_fn,
             image_bits=image_bits,
         )
+        # images of another size than the networks' (an eval env without the algorithm's wrappers) are resized
+        self.image_resizer = ImageResizer(observation_space)
         # whether the last predict() call had neither state nor episode_start, and whether a second one in a
         # row was warned about (once per policy)
         self._last_predict_stateless = False
@@ -242,6 +245,16 @@ class WorldModelPolicy(BasePolicy):
         is_first = None if episode_start is None else episode_start.float()
         posterior, _ = rssm.observe_step(previous, action, embed, is_first, sample=sample, with_prior=False)
         return posterior
+
+    def obs_to_tensor(self, observation: Union[np.ndarray, dict[str, np.ndarray]]) -> tuple[PyTorchObs, bool]:
+        """
+        SB3's conversion (channel-last images transposed, a single observation given a batch dimension), after
+        resizing image entries of another height and width than the networks' 64x64, on the policy's device
+        (see :mod:`sb3_rssm.common.resize`): ``predict`` takes the frames of an env that the algorithm did not wrap.
+
+        :return: (observation as tensors, whether it was a batch)
+        """
+        return super().obs_to_tensor(self.image_resizer(observation, self.device))
 
     def _act(self, latent: RSSMState, deterministic: bool) -> th.Tensor:
         """

@@ -31,13 +31,14 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import load_from_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, RolloutReturn, Schedule, TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.utils import should_collect_more_steps, update_learning_rate
-from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv
+from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecNormalize, unwrap_vec_wrapper
 
 from sb3_rssm.common.buffers import SequenceReplayBuffer
 from sb3_rssm.common.checkpoint import SavePath, capture_rng_state, missing_file_error, read_saved_data, restore_rng_state
 from sb3_rssm.common.policies import RecurrentState, WorldModelPolicy, starts_tensor
+from sb3_rssm.common.resize import ResizedVecNormalize, VecResizeImage, resized_observation_space
 from sb3_rssm.common.rssm import RSSMState
-from sb3_rssm.common.spaces import actions_to_model, check_action_space, split_observation_space
+from sb3_rssm.common.spaces import IMAGE_SIZE, actions_to_model, check_action_space, split_observation_space
 from sb3_rssm.common.type_aliases import SequenceSamples
 
 MIXED_PRECISION = {None: None, "bf16": th.bfloat16, "fp16": th.float16}
@@ -173,6 +174,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         )
         if self.env is not None:
             self._check_env_spaces(self.env)
+        self._adopt_env()
         self._warn_on_device_fallback(device)
         if not issubclass(self.replay_buffer_class, SequenceReplayBuffer):
             raise ValueError(f"replay_buffer_class must be a SequenceReplayBuffer subclass, got {self.replay_buffer_class}")
@@ -210,8 +212,50 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         """Clear errors for unsupported spaces, before SB3's own assertions."""
         if hasattr(env, "action_space") and hasattr(env, "observation_space"):
             check_action_space(env.action_space)
-            # SB3's env wrapping transposes channel-last images later
-            split_observation_space(env.observation_space, allow_channel_last=True)
+            # the env wrapping transposes channel-last images and resizes images to 64x64 later
+            split_observation_space(env.observation_space, env_space=True)
+
+    @staticmethod
+    def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
+        """
+        SB3's wrapping (``Monitor``, ``DummyVecEnv``, ``VecTransposeImage``), then :class:`VecResizeImage` when
+        images are not 64x64 (see :mod:`sb3_rssm.common.resize`). ``__init__``, ``set_env`` and ``load`` use it.
+        """
+        env = OffPolicyAlgorithm._wrap_env(env, verbose, monitor_wrapper)
+        if resized_observation_space(env.observation_space) != env.observation_space:
+            if verbose >= 1:
+                print(f"Wrapping the env in a VecResizeImage (images to {IMAGE_SIZE}x{IMAGE_SIZE}).")
+            env = VecResizeImage(env)
+        return env
+
+    def _adopt_env(self) -> None:
+        """
+        After ``__init__`` or ``set_env``: an image-resizing wrapper works on this model's device, and collection
+        reads the original observations of a ``VecNormalize`` below it resized.
+        """
+        wrapper = unwrap_vec_wrapper(self.env, VecResizeImage) if self.env is not None else None
+        if not isinstance(wrapper, VecResizeImage):
+            return
+        wrapper.device = self.device
+        if isinstance(self._vec_normalize_env, VecNormalize):
+            self._vec_normalize_env = ResizedVecNormalize(self._vec_normalize_env, wrapper)  # type: ignore[assignment]
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """
+        As SB3's ``set_env``: ``env`` must have the spaces of the model's env before wrapping (channel-last images
+        and images of another size than 64x64 included: they are transposed and resized here too).
+
+        :param env: the new env
+        :param force_reset: reset it before the next ``learn``
+        """
+        super().set_env(env, force_reset)
+        self._adopt_env()
+
+    def get_vec_normalize_env(self) -> Optional[VecNormalize]:
+        """The ``VecNormalize`` wrapper of the training env, if any (as in SB3)."""
+        if isinstance(self._vec_normalize_env, ResizedVecNormalize):
+            return self._vec_normalize_env.vec_normalize
+        return self._vec_normalize_env
 
     def _warn_on_device_fallback(self, requested: Union[th.device, str]) -> None:
         """SB3 runs on the CPU when CUDA was asked for but is missing; say so, rather than train slowly in silence."""
