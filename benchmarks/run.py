@@ -6,8 +6,8 @@ with nothing else running.
     python -m benchmarks.run --peer-python ~/.venvs/torchrl-peer/bin/python   # with TorchRL's update beside ours
     python -m benchmarks.run --sections update cem --device cuda
 
-Writes ``docs/benchmarks/harness/<device>.json``, the markdown tables between the ``harness`` markers of
-``docs/benchmarks.md`` (``--no-docs`` to skip) and ``docs/benchmarks/harness/scaling_<device>.png``.
+Writes ``docs/benchmarks/harness/<device>.json`` and ``docs/benchmarks/harness/scaling_<device>.png``, and prints
+the markdown tables; with ``--write-docs`` it also puts them between the ``harness`` markers of ``docs/benchmarks.md``.
 Every timing is a median over several runs after a warm-up; the torch thread count is recorded.
 """
 
@@ -354,21 +354,56 @@ def write_docs(text: str, device: str) -> None:
     DOCS.write_text(doc)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2)
+def build_parser() -> argparse.ArgumentParser:
+    """The harness's command line (every option documented in ``--help``)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="which parts to measure"
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="torch device of the update, CEM and scaling sections (cpu, cuda, cuda:1, ...)"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (torch.set_num_threads)")
     parser.add_argument("--updates", type=int, default=3, help="timed updates per configuration (after one warm-up)")
     parser.add_argument("--repeats", type=int, default=5, help="timed plans per CEM configuration (after one warm-up)")
-    parser.add_argument("--acting-steps", type=int, default=3000)
-    parser.add_argument("--peer-python", help="interpreter with torchrl installed: run TorchRL's update beside ours")
-    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
-    parser.add_argument("--out", type=pathlib.Path, default=OUT)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--acting-steps",
+        type=int,
+        default=3000,
+        help="env steps timed per configuration of the acting section (learn() without updates, ours and SAC's)",
+    )
+    parser.add_argument(
+        "--peer-python",
+        help="interpreter of a venv with torchrl installed (docs/benchmarks.md, Performance, says how to make one): "
+        "run TorchRL's Dreamer update (../shared/bench/peer_torchrl_dreamer.py) beside ours",
+    )
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="also put the new tables into this device's harness block of docs/benchmarks.md (without it they are "
+        "only printed)",
+    )
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=OUT, help="folder of the results JSON (<device>.json) and the scaling plot"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """
+    Measure the chosen sections, write the JSON and the plot under ``--out``, print the tables, and with
+    ``--write-docs`` put them into docs/benchmarks.md.
+
+    :param argv: the command-line arguments (``sys.argv[1:]`` when None)
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
     th.set_num_threads(args.threads)
-    # the command as anyone can rerun it: the peer interpreter's path is this machine's
-    argv = sys.argv[1:]
+    # the command as anyone can rerun it: the peer interpreter's path is this machine's, and whether the docs
+    # were rewritten changes no figure
+    argv = [a for a in argv if a != "--write-docs"]
     if args.peer_python:
         argv = [("<torchrl venv>/bin/python" if a == args.peer_python else a) for a in argv]
         argv = [a.replace(args.peer_python, "<torchrl venv>/bin/python") for a in argv]
@@ -393,7 +428,7 @@ def main() -> None:
         plot_scaling(results["scaling"], args.out / f"scaling_{device}.png", f"{results['machine']['cpu']} / {device}")
     text = markdown(results, command.strip())
     print(text)
-    if not args.no_docs:
+    if args.write_docs:
         write_docs(text, device)
 
 

@@ -42,3 +42,13 @@ def test_pixels_and_mixed_precision_on_cuda(algorithm, precision):
     assert all(th.isfinite(p).all() for p in model.policy.parameters())
     action, state = model.predict(env.observation_space.sample(), deterministic=True)
     assert env.action_space.contains(action) and all(isinstance(x, np.ndarray) for x in state)
+
+
+def test_images_of_other_sizes_are_resized_on_the_gpu(algorithm):
+    env = FakeImageEnv(screen_height=84, screen_width=84, n_channels=3, discrete=False)
+    model = tiny_model(algorithm, "CnnPolicy", env, seed=0, device="cuda")
+    assert model.get_env().device.type == "cuda"  # the VecResizeImage the algorithm added
+    model.learn(30)
+    assert model.replay_buffer.observations.shape[2:] == (3, 64, 64)
+    action, _ = model.predict(env.observation_space.sample(), episode_start=np.ones(1, bool), deterministic=True)
+    assert action.shape == env.action_space.shape

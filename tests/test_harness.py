@@ -45,3 +45,26 @@ def test_markdown_has_every_section_of_a_harness_run():
     assert "SB3's SAC `learn()` acting with its actor" in text
     assert f"{results['memory']['replay_bytes_per_64x64x3_transition']:,.0f} bytes" in text
     assert text.count("| batch ") == 3 and "1000 candidates, 16 env(s)" in text
+
+
+def test_every_option_has_help_text():
+    parser = run.build_parser()
+    undocumented = [action.dest for action in parser._actions if not (action.help or "").strip()]
+    assert not undocumented
+
+
+def test_docs_are_rewritten_only_with_write_docs(tmp_path, monkeypatch):
+    """A run prints its tables and writes its JSON; docs/benchmarks.md changes only on request."""
+    written = []
+    recorded = json.loads((ROOT / "docs" / "benchmarks" / "harness" / "cpu.json").read_text())["machine"]
+    monkeypatch.setattr(run, "machine", lambda device: recorded)  # (measuring the machine takes seconds)
+    monkeypatch.setattr(run, "memory_section", lambda: dict(replay_bytes_per_64x64x3_transition=12319.0))
+    monkeypatch.setattr(run, "write_docs", lambda text, device: written.append((text, device)))
+    argv = ["--sections", "memory", "--threads", "1", "--out", str(tmp_path)]
+    run.main(argv)
+    assert written == [] and (tmp_path / "cpu.json").exists()
+    run.main([*argv, "--write-docs"])
+    assert len(written) == 1 and "12,319 bytes" in written[0][0] and written[0][1] == "cpu"
+    # the command recorded with the tables is the measuring command, without --write-docs
+    assert f"python -m benchmarks.run --sections memory --threads 1 --out {tmp_path}" in written[0][0]
+    assert "--write-docs" not in written[0][0]

@@ -4,6 +4,7 @@ recurrent predict with evaluate_policy, save/load, logging.
 """
 
 import os
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -20,7 +21,7 @@ from stable_baselines3.common.callbacks import (
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import FakeImageEnv, SimpleMultiObsEnv
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.logger import Logger, configure
+from stable_baselines3.common.logger import Image, KVWriter, Logger, configure
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecMonitor, VecNormalize
 
 from sb3_rssm.common.envs import PointMassEnv
@@ -92,7 +93,7 @@ class SpaceEnv(gym.Env):
         (spaces.Box(-1, 1, (2,)), spaces.MultiBinary(2), "Unsupported action space"),
         (spaces.Box(-1, 1, (2,)), spaces.Box(-np.inf, np.inf, (2,)), "infinite bounds"),
         (spaces.MultiBinary(3), spaces.Discrete(2), "Unsupported observation space"),
-        (spaces.Box(0, 255, (32, 32, 3), np.uint8), spaces.Discrete(2), "32x32"),
+        (spaces.Box(0, 255, (8, 8, 3), np.uint8), spaces.Discrete(2), "8x8 is too small to resize"),
         (spaces.Tuple([spaces.Box(-1, 1, (2,))]), spaces.Discrete(2), "Unsupported observation space"),
     ],
 )
@@ -100,6 +101,12 @@ def test_unsupported_spaces_fail_at_construction(algorithm, observation_space, a
     policy = "CnnPolicy" if len(getattr(observation_space, "shape", None) or ()) == 3 else "MlpPolicy"
     with pytest.raises(ValueError, match=match):
         tiny_model(algorithm, policy, SpaceEnv(observation_space, action_space))
+
+
+def test_nested_dict_observations_are_not_implemented(algorithm):
+    nested = spaces.Dict({"a": spaces.Dict({"b": spaces.Box(-1, 1, (2,))}), "c": spaces.Box(-1, 1, (2,))})
+    with pytest.raises(NotImplementedError, match=r"Nested observation spaces are not supported.*'a' is a Dict"):
+        tiny_model(algorithm, "MultiInputPolicy", SpaceEnv(nested, spaces.Discrete(2)))
 
 
 @pytest.mark.parametrize("vec_env_class", [DummyVecEnv, SubprocVecEnv])
@@ -275,17 +282,21 @@ def test_logger_records_training_metrics(algorithm, tmp_path):
     assert expected <= set(header), expected - set(header)
 
 
+class ImageCapture(KVWriter):
+    """A logger output that keeps the Image records it is given, with the step of each."""
+
+    def __init__(self):
+        self.images = {}
+        self.steps = []
+
+    def write(self, key_values, key_excluded, step=0):
+        images = {k: v for k, v in key_values.items() if isinstance(v, Image)}
+        self.images.update(images)
+        self.steps += [step] * len(images)
+
+
 def test_open_loop_prediction_image_logged(algorithm):
-    from stable_baselines3.common.logger import Image, KVWriter, Logger
-
-    class Capture(KVWriter):
-        def __init__(self):
-            self.images = {}
-
-        def write(self, key_values, key_excluded, step=0):
-            self.images.update({k: v for k, v in key_values.items() if isinstance(v, Image)})
-
-    capture = Capture()
+    capture = ImageCapture()
     model = tiny_model(algorithm, "CnnPolicy", image_env(), log_prediction_interval=1, sequence_length=8, seed=0)
     model.set_logger(Logger(None, [capture]))
     model.learn(40, log_interval=1)  # trains at step 30, dumps the logs at the episode end at step 40
@@ -293,6 +304,18 @@ def test_open_loop_prediction_image_logged(algorithm):
     # rows: real, predicted, error for 2 sequences of 64 pixels; columns: 8 steps of 64 pixels
     assert image.image.shape == (3 * 2 * 64, 8 * 64, 3) and image.dataformats == "HWC"
     assert 0 <= image.image.min() and image.image.max() <= 1
+
+
+def test_open_loop_prediction_image_logged_at_the_first_training_phase(algorithm):
+    capture = ImageCapture()
+    # the default interval (1000 updates) is far away: only the first phase logs one
+    model = tiny_model(algorithm, "CnnPolicy", image_env(), gradient_steps=2, sequence_length=4, seed=0)
+    model.set_logger(Logger(None, [capture]))
+    model.learn(40, log_interval=1)  # phases at steps 30 and 40, logs dumped at the episode end at step 40
+    assert model._n_updates == 4
+    assert list(capture.images) == ["train/open_loop"] and capture.steps == [40]
+    assert "train/open_loop" not in model.logger.name_to_value  # the second phase (not yet dumped) logged none
+    assert capture.images["train/open_loop"].image.shape == (3 * 2 * 64, 4 * 64, 3)
 
 
 def test_load_replay_buffer_checks(algorithm, tmp_path):
@@ -398,3 +421,239 @@ def test_fp16_mixed_precision_scales_the_loss_and_skips_overflows(algorithm, tmp
 def test_mixed_precision_choices(algorithm):
     with pytest.raises(ValueError, match="'fp16'"):
         tiny_model(algorithm, "MlpPolicy", PointMassEnv(), mixed_precision="fp8")
+
+
+def short_buffer_warnings(record):
+    return [w for w in record if "Training is skipped until the replay buffer holds" in str(w.message)]
+
+
+def test_training_waits_for_a_full_sequence_when_learning_starts_is_smaller(algorithm):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), learning_starts=2, sequence_length=8, train_freq=3, seed=0)
+    with pytest.warns(UserWarning) as record:
+        model.learn(12)
+    assert len(short_buffer_warnings(record)) == 1  # once, although the phases at steps 3 and 6 were both skipped
+    assert model._n_updates == 2  # the phases at steps 9 and 12 trained (the stream then holds 10 and 13 rows)
+
+
+def test_training_waits_for_a_full_sequence_after_load_and_set_env(algorithm, tmp_path):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), sequence_length=8, train_freq=5, seed=0)
+    model.learn(30)
+    model.save(tmp_path / "model.zip")
+    for resumed in (algorithm.load(tmp_path / "model.zip", env=PointMassEnv()), model):
+        if resumed is model:
+            model.set_env(PointMassEnv())
+            model.replay_buffer.reset()  # the empty buffer a fresh process starts with
+        updates = resumed._n_updates
+        with pytest.warns(UserWarning) as record:
+            resumed.learn(10, reset_num_timesteps=False)  # learning_starts passed; 6 rows at step 35, 11 at step 40
+        assert len(short_buffer_warnings(record)) == 1
+        assert resumed._n_updates == updates + 1
+
+
+def test_policy_saved_alone_loads_and_predicts_the_same(algorithm, tmp_path):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0)
+    model.learn(30)
+    model.policy.save(tmp_path / "policy.pth")
+    loaded = algorithm.policy_aliases["MlpPolicy"].load(tmp_path / "policy.pth")
+    assert type(loaded) is type(model.policy)
+    obs = np.array([[0.1, 0.2], [-0.3, 0.4]], np.float32)
+    starts = np.ones(2, dtype=bool)
+    expected, expected_state = model.predict(obs, episode_start=starts, deterministic=True)
+    actual, state = loaded.predict(obs, episode_start=starts, deterministic=True)
+    np.testing.assert_array_equal(actual, expected)
+    # and the next step, from the carried state
+    expected, _ = model.predict(obs, state=expected_state, episode_start=~starts, deterministic=True)
+    actual, _ = loaded.predict(obs, state=state, episode_start=~starts, deterministic=True)
+    np.testing.assert_array_equal(actual, expected)
+
+
+def test_tensorboard_runs_are_named_after_the_algorithm(algorithm, tmp_path):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), tensorboard_log=str(tmp_path), seed=0)
+    model.learn(5)
+    model.learn(5, tb_log_name="mine")
+    assert sorted(os.listdir(tmp_path)) == sorted([f"{algorithm.__name__}_1", "mine_1"])
+
+
+def test_predict_refuses_the_gym_reset_tuple_with_sb3s_error(algorithm):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0)
+    with pytest.raises(ValueError, match="mixing Gym API with SB3 VecEnv API"):
+        model.predict(PointMassEnv().reset(seed=0))
+
+
+def stateless_warnings(record):
+    return [w for w in record if "predict() was called again without state=" in str(w.message)]
+
+
+def test_predict_without_state_twice_in_a_row_warns_once(algorithm):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0)
+    obs = np.array([0.1, 0.2], np.float32)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        first, _ = model.predict(obs, deterministic=True)
+        assert not stateless_warnings(record)  # one call alone is fine
+        second, _ = model.predict(obs, deterministic=True)
+        assert len(stateless_warnings(record)) == 1
+        assert "state=state, episode_start=episode_start" in str(stateless_warnings(record)[0].message)
+        model.predict(obs, deterministic=True)
+        model.predict(obs, state=None, episode_start=np.ones(1, bool), deterministic=True)
+        model.predict(obs, deterministic=True)
+        model.predict(obs, deterministic=True)
+    assert len(stateless_warnings(record)) == 1  # once per policy
+    np.testing.assert_array_equal(first, second)  # the warning changes nothing in what predict returns
+
+
+def test_evaluate_policy_and_eval_callback_pass_the_state_without_warning(algorithm):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(max_steps=5), seed=0)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        evaluate_policy(model, PointMassEnv(max_steps=5), n_eval_episodes=2)
+        model.learn(10, callback=EvalCallback(PointMassEnv(max_steps=5), eval_freq=5, n_eval_episodes=2, warn=False))
+    assert not stateless_warnings(record)
+    assert not model.policy._warned_stateless_predict
+
+
+def test_cuda_without_a_gpu_warns_naming_the_device_used(algorithm, monkeypatch, tmp_path):
+    monkeypatch.setattr(th.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match=r"device='cuda' was asked for, but CUDA is not available.* runs on cpu instead"):
+        model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), device="cuda", seed=0)
+    assert model.device.type == "cpu"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0)  # "auto": no warning
+        model.save(tmp_path / "model.zip")
+    with pytest.warns(UserWarning, match="runs on cpu instead"):
+        algorithm.load(tmp_path / "model.zip", device=th.device("cuda"))
+
+
+def test_missing_files_are_reported_as_given(algorithm, tmp_path):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0)
+    with pytest.raises(FileNotFoundError) as error:
+        algorithm.load(tmp_path / "missing.zip")
+    message = str(error.value)
+    assert f"no file '{tmp_path / 'missing.zip'}' (also tried: '{tmp_path / 'missing.zip.zip'}')" in message
+    with pytest.raises(FileNotFoundError) as error:
+        model.load_replay_buffer(tmp_path / "buffer.pkl")
+    assert f"replay buffer: there is no file '{tmp_path / 'buffer.pkl'}' (also tried" in str(error.value)
+
+
+def test_unknown_policy_name_lists_the_valid_ones(algorithm):
+    with pytest.raises(ValueError, match=r"Unknown policy 'MLPPolicy' .*\. Did you mean 'MlpPolicy'\?") as error:
+        algorithm("MLPPolicy", PointMassEnv())
+    assert "Use one of 'MlpPolicy', 'CnnPolicy', 'MultiInputPolicy'" in str(error.value)
+
+
+def test_unknown_policy_kwargs_key_names_the_closest_valid_ones(algorithm):
+    with pytest.raises(TypeError, match=r"Unknown policy_kwargs key .*'stoch_size' \(did you mean 'stochastic_size'\?\)"):
+        tiny_model(algorithm, "MlpPolicy", PointMassEnv(), policy_kwargs=dict(stoch_size=4))
+    own = "actor_units" if algorithm.__name__ == "DreamerV1" else "num_candidates"  # a subclass's own parameter
+    with pytest.raises(TypeError, match=rf"'{own[:-1]}' \(did you mean '{own}'"):
+        tiny_model(algorithm, "MlpPolicy", PointMassEnv(), policy_kwargs={own[:-1]: 8})
+
+
+class MatrixActionEnv(PointMassEnv):
+    """PointMassEnv with a (2, 2) Box action: the point moves by its mean entry."""
+
+    def __init__(self, max_steps=10):
+        super().__init__(max_steps=max_steps)
+        self.action_space = spaces.Box(-1.0, 1.0, (2, 2), np.float32)
+
+    def step(self, action):
+        assert np.shape(action) == (2, 2), f"the env got an action of shape {np.shape(action)}"
+        return super().step(np.mean(action))
+
+
+def test_multi_dimensional_box_actions(algorithm):
+    model = tiny_model(algorithm, "MlpPolicy", MatrixActionEnv(), seed=0)
+    model.learn(30)
+    assert model._n_updates > 0
+    assert model.replay_buffer.actions.shape[-1] == 4  # the flat model action
+    obs = np.array([0.1, 0.2], np.float32)
+    action, state = model.predict(obs, episode_start=np.ones(1, bool), deterministic=True)
+    assert action.shape == (2, 2) and model.action_space.contains(action.astype(np.float32))
+    assert state[2].shape == (1, 4)
+    actions, _ = model.predict(np.stack([obs, obs]), episode_start=np.ones(2, bool), deterministic=True)
+    assert actions.shape == (2, 2, 2)
+    mean, _ = evaluate_policy(model, MatrixActionEnv(), n_eval_episodes=2)
+    assert np.isfinite(mean)
+
+
+def sized_image_env(height, width, channels=3, channel_first=False):
+    return FakeImageEnv(5, height, width, channels, discrete=False, channel_first=channel_first)
+
+
+@pytest.mark.parametrize(
+    "height, width, channels, channel_first",
+    [(84, 84, 3, False), (96, 96, 3, True), (40, 40, 3, False), (84, 84, 1, False), (210, 160, 1, True)],
+    ids=["84x84x3", "3x96x96", "40x40x3", "84x84x1", "1x210x160"],
+)
+def test_images_of_other_sizes_are_resized_to_64x64(algorithm, height, width, channels, channel_first):
+    make_env = lambda: sized_image_env(height, width, channels, channel_first)  # noqa: E731
+    model = tiny_model(algorithm, "CnnPolicy", make_env(), seed=0)
+    assert model.observation_space.shape == (channels, 64, 64)
+    model.learn(30)
+    assert model._n_updates > 0
+    assert model.replay_buffer.observations.shape[2:] == (channels, 64, 64)
+    # predict takes the env's own frames, one or a batch, and resizes them
+    frame = make_env().reset(seed=0)[0]
+    action, state = model.predict(frame, episode_start=np.ones(1, bool), deterministic=True)
+    assert action.shape == (5,) and state[0].shape == (1, 8)
+    resized = model.get_env().resize(frame[None])  # what collection stores
+    assert resized.shape == (1, channels, 64, 64)
+    np.testing.assert_array_equal(model.predict(resized, episode_start=np.ones(1, bool), deterministic=True)[0][0], action)
+    actions, _ = model.predict(np.stack([frame, frame]), episode_start=np.ones(2, bool), deterministic=True)
+    assert actions.shape == (2, 5)
+    mean, _ = evaluate_policy(model, make_env(), n_eval_episodes=1)  # an eval env without the model's wrappers
+    assert np.isfinite(mean)
+
+
+def test_resized_images_are_the_frames_scaled_down(algorithm):
+    from sb3_rssm.common.resize import VecResizeImage
+
+    model = tiny_model(algorithm, "CnnPolicy", sized_image_env(84, 84), seed=0)
+    wrapper = model.get_env()
+    assert isinstance(wrapper, VecResizeImage) and wrapper.device == model.device
+    # a frame of flat colour stays that colour; a left/right split stays split in the middle
+    frame = np.zeros((1, 3, 84, 84), np.uint8)
+    frame[..., :42] = 200
+    frame[:, 1] = 17
+    resized = wrapper.resize(frame)
+    assert resized.shape == (1, 3, 64, 64) and resized.dtype == np.uint8
+    assert np.all(resized[:, 0, :, :31] == 200) and np.all(resized[:, 0, :, 33:] == 0) and np.all(resized[:, 1] == 17)
+    # channel-last frames, as predict gets them from an unwrapped env, resize the same
+    np.testing.assert_array_equal(model.policy.image_resizer(frame.transpose(0, 2, 3, 1), model.device), resized)
+    # terminal observations in infos are resized as well: the buffer stores them
+    model.learn(10)
+    assert model.replay_buffer.terminated.sum() + model.replay_buffer.truncated.sum() == 1
+
+
+def test_resized_images_with_save_load_set_env_and_eval_callback(algorithm, tmp_path):
+    make_env = lambda: sized_image_env(84, 84)  # noqa: E731
+    eval_callback = EvalCallback(make_env(), eval_freq=15, n_eval_episodes=1, log_path=str(tmp_path), warn=False)
+    model = tiny_model(algorithm, "CnnPolicy", make_env(), seed=0)
+    model.learn(30, callback=eval_callback)
+    assert list(np.load(tmp_path / "evaluations.npz")["timesteps"]) == [15, 30]
+    model.save(tmp_path / "model.zip")
+    loaded = algorithm.load(tmp_path / "model.zip", env=make_env())
+    frame = make_env().reset(seed=0)[0]
+    starts = np.ones(1, bool)
+    np.testing.assert_array_equal(
+        loaded.predict(frame, episode_start=starts, deterministic=True)[0],
+        model.predict(frame, episode_start=starts, deterministic=True)[0],
+    )
+    loaded.learn(10, reset_num_timesteps=False)
+    model.set_env(make_env())
+    model.learn(10, reset_num_timesteps=False)
+    assert loaded.num_timesteps == model.num_timesteps == 40
+
+
+def test_resized_images_under_vec_normalize_and_in_dicts(algorithm):
+    env = VecNormalize(DummyVecEnv([lambda: sized_image_env(84, 84)]), norm_obs=False, norm_reward=True)
+    model = tiny_model(algorithm, "CnnPolicy", env, seed=0)
+    model.learn(30)  # collection stores VecNormalize's original frames, resized
+    assert model._n_updates > 0 and model.get_vec_normalize_env() is env
+    dict_space = spaces.Dict({"image": spaces.Box(0, 255, (48, 48, 1), np.uint8), "vector": spaces.Box(-1, 1, (3,))})
+    model = tiny_model(algorithm, "MultiInputPolicy", SpaceEnv(dict_space, spaces.Discrete(2)), seed=0)
+    assert model.observation_space["image"].shape == (1, 64, 64)
+    model.learn(30)
+    action, _ = model.predict(dict_space.sample(), episode_start=np.ones(1, bool))
+    assert model.action_space.contains(action)

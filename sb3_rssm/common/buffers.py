@@ -194,6 +194,10 @@ class SequenceReplayBuffer(ReplayBuffer):
     def _rows_per_env(self) -> np.ndarray:
         return np.where(self.env_full, self.buffer_size, self.env_pos)
 
+    def longest_stream(self) -> int:
+        """Rows held by the fullest env stream: the longest sequence that can be sampled now."""
+        return int(self._rows_per_env().max())
+
     def can_sample(self, sequence_length: Optional[int] = None) -> bool:
         """Whether some env stream holds at least one full chunk."""
         return bool((self._rows_per_env() >= (sequence_length or self.sequence_length)).any())
@@ -211,7 +215,7 @@ class SequenceReplayBuffer(ReplayBuffer):
         total = starts_per_env.sum()
         if total == 0:
             raise ValueError(
-                f"Cannot sample sequences of length {length}: the longest env stream holds {self._rows_per_env().max()} "
+                f"Cannot sample sequences of length {length}: the longest env stream holds {self.longest_stream()} "
                 "steps. Collect more steps first (learning_starts) or use a shorter sequence_length."
             )
         flat = np.random.randint(0, total, size=batch_size)

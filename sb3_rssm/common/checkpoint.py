@@ -8,6 +8,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import io
+import os
 import pathlib
 import random
 import zipfile
@@ -21,6 +22,22 @@ from stable_baselines3.common.save_util import json_to_data, open_path
 SavePath = Union[str, pathlib.Path, io.BufferedIOBase]
 
 
+def missing_file_error(path: SavePath, suffix: str, what: str) -> FileNotFoundError:
+    """
+    The error for a file that is not there. SB3's ``open_path`` tries ``path`` and then ``path.<suffix>`` and
+    reports only the second (``model.zip.zip``): this names the path the user gave, and the one also tried.
+
+    :param path: the path given to ``load`` / ``load_replay_buffer``
+    :param suffix: the suffix SB3 appends on its second try (``zip``, ``pkl``)
+    :param what: what the file should hold, for the message
+    """
+    where = "" if os.path.isabs(str(path)) else f" in the working directory {os.getcwd()!r}"
+    return FileNotFoundError(
+        f"Cannot load the {what}: there is no file {str(path)!r}{where} (also tried: {f'{path}.{suffix}'!r}). "
+        "Check the path."
+    )
+
+
 def read_saved_data(path: SavePath, custom_objects: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """
     The class parameters (the zip's ``data`` entry) of a model saved by SB3, after checking that the
@@ -30,7 +47,10 @@ def read_saved_data(path: SavePath, custom_objects: Optional[dict[str, Any]] = N
     :param custom_objects: objects that replace entries of ``data`` instead of being deserialized
     :return: the deserialized ``data``
     """
-    file = open_path(path, "r", suffix="zip")
+    try:
+        file = open_path(path, "r", suffix="zip")
+    except FileNotFoundError:
+        raise missing_file_error(path, "zip", "saved model") from None
     position = file.tell()
     try:
         with zipfile.ZipFile(file) as archive:

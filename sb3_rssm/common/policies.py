@@ -6,6 +6,7 @@ state, and a recurrent ``predict`` that carries that state between calls the way
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -16,12 +17,30 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from sb3_rssm.common.resize import ImageResizer
 from sb3_rssm.common.rssm import RSSMState
 from sb3_rssm.common.spaces import check_action_space, one_hot_to_index, split_observation_space
 from sb3_rssm.common.world_model import WorldModel
 
 # (deterministic h, stochastic s, previous action) per env
 RecurrentState = tuple[th.Tensor, th.Tensor, th.Tensor]
+
+# SB3's own words (BasePolicy.predict) for the tuple that gymnasium's env.reset() returns
+GYM_TUPLE_ERROR = (
+    "You have passed a tuple to the predict() function instead of a Numpy array or a Dict. "
+    "You are probably mixing Gym API with SB3 VecEnv API: `obs, info = env.reset()` (Gym) "
+    "vs `obs = vec_env.reset()` (SB3 VecEnv). "
+    "See related issue https://github.com/DLR-RM/stable-baselines3/issues/1694 "
+    "and documentation for more information: "
+    "https://stable-baselines3.readthedocs.io/en/master/guide/vec_envs.html#vecenv-api-vs-gym-api"
+)
+
+STATELESS_PREDICT_WARNING = (
+    "predict() was called again without state= and episode_start=: every such call starts from an empty belief, as "
+    "if each step began an episode, and acts far worse than a policy that remembers. Pass the returned state back, "
+    "as with sb3-contrib's RecurrentPPO: `action, state = model.predict(obs, state=state, episode_start=episode_start)`, "
+    "with episode_start the previous step's dones (True at the first call). evaluate_policy and EvalCallback do this."
+)
 
 
 def starts_tensor(episode_start: Optional[np.ndarray], n_envs: int, device: th.device) -> Optional[th.Tensor]:
@@ -42,11 +61,11 @@ class WorldModelPolicy(BasePolicy):
 
     The recurrent state passed through :meth:`predict` is a tuple of numpy arrays ``(h, s, a)`` of shapes
     (n_envs, deterministic_size), (n_envs, stochastic_size) and (n_envs, action_size): the belief after the
-    last observation and the action then taken (in the normalized space: [-1, 1] for Box, one-hot for
+    last observation and the action then taken (in the normalized space: [-1, 1] for Box, flattened; one-hot for
     Discrete). Where ``episode_start`` is true it is reset to zeros before the observation is filtered.
 
     :param observation_space: observation space
-    :param action_space: Box or Discrete action space
+    :param action_space: Box (of any shape: the model acts on its flattened vector) or Discrete action space
     :param lr_schedule: learning-rate schedule of the world model
     :param stochastic_size: RSSM stochastic state size
     :param deterministic_size: RSSM GRU size
@@ -140,6 +159,12 @@ class WorldModelPolicy(BasePolicy):
             cnn_activation_fn=cnn_activation_fn,
             image_bits=image_bits,
         )
+        # images of another size than the networks' (an eval env without the algorithm's wrappers) are resized
+        self.image_resizer = ImageResizer(observation_space)
+        # whether the last predict() call had neither state nor episode_start, and whether a second one in a
+        # row was warned about (once per policy)
+        self._last_predict_stateless = False
+        self._warned_stateless_predict = False
         self.world_model = WorldModel(observation_space, action_space, **self.world_model_kwargs)
         self.world_model_optimizer = self.optimizer_class(
             self.world_model.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
@@ -185,8 +210,12 @@ class WorldModelPolicy(BasePolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
+        # the world model scales its images itself (preprocess_image): SB3's flag is no parameter of this policy
+        data.pop("normalize_images", None)
         data.update(self.world_model_kwargs)
         data.update(
+            # as in SB3's policies: a policy saved alone (policy.save) is loaded to act, not to train
+            lr_schedule=self._dummy_schedule,
             exploration_noise=self.exploration_noise,
             optimizer_class=self.optimizer_class,
             optimizer_kwargs=self.optimizer_kwargs,
@@ -216,6 +245,16 @@ class WorldModelPolicy(BasePolicy):
         is_first = None if episode_start is None else episode_start.float()
         posterior, _ = rssm.observe_step(previous, action, embed, is_first, sample=sample, with_prior=False)
         return posterior
+
+    def obs_to_tensor(self, observation: Union[np.ndarray, dict[str, np.ndarray]]) -> tuple[PyTorchObs, bool]:
+        """
+        SB3's conversion (channel-last images transposed, a single observation given a batch dimension), after
+        resizing image entries of another height and width than the networks' 64x64, on the policy's device
+        (see :mod:`sb3_rssm.common.resize`): ``predict`` takes the frames of an env that the algorithm did not wrap.
+
+        :return: (observation as tensors, whether it was a batch)
+        """
+        return super().obs_to_tensor(self.image_resizer(observation, self.device))
 
     def _act(self, latent: RSSMState, deterministic: bool) -> th.Tensor:
         """
@@ -259,10 +298,14 @@ class WorldModelPolicy(BasePolicy):
         return action, (latent.deterministic, latent.stochastic, action)
 
     def to_env_action(self, model_action: th.Tensor) -> np.ndarray:
-        """Normalized actions to the env's action space (Box: rescaled to the bounds; Discrete: indices)."""
+        """
+        Normalized actions (n_envs, action_size) to the env's action space: Box actions rescaled to the bounds and
+        shaped as the space (n_envs, *shape); Discrete ones as indices (n_envs,).
+        """
         if isinstance(self.action_space, spaces.Discrete):
             return one_hot_to_index(model_action, self.action_space).cpu().numpy()
-        return self.unscale_action(np.clip(model_action.cpu().numpy(), -1.0, 1.0))
+        flat = np.clip(model_action.cpu().numpy(), -1.0, 1.0)
+        return self.unscale_action(flat.reshape(-1, *self.action_space.shape))
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         """Stateless prediction (each observation treated as an episode's first); prefer :meth:`predict`."""
@@ -287,6 +330,9 @@ class WorldModelPolicy(BasePolicy):
         :param deterministic: no sampling and no exploration noise
         :return: (actions in the env's space, new state as a tuple of numpy arrays (h, s, a))
         """
+        if isinstance(observation, tuple) and len(observation) == 2 and isinstance(observation[1], dict):
+            raise ValueError(GYM_TUPLE_ERROR)
+        self._check_state_is_passed_back(state, episode_start)
         self.set_training_mode(False)
         obs_tensor, vectorized_env = self.obs_to_tensor(observation)
         n_envs = next(iter(obs_tensor.values())).shape[0] if isinstance(obs_tensor, dict) else obs_tensor.shape[0]
@@ -306,3 +352,17 @@ class WorldModelPolicy(BasePolicy):
         if not vectorized_env:
             actions = actions.squeeze(axis=0)
         return actions, tuple(x.cpu().numpy() for x in new_state)
+
+    def _check_state_is_passed_back(
+        self, state: Optional[tuple[np.ndarray, ...]], episode_start: Optional[np.ndarray]
+    ) -> None:
+        """
+        Warn (once per policy) when ``predict`` is called a second time in a row with neither ``state`` nor
+        ``episode_start``: a plain SB3 loop (``action, _ = model.predict(obs)``) that silently drops the belief.
+        One such call is fine (the first step, or a single decision).
+        """
+        stateless = state is None and episode_start is None
+        if stateless and self._last_predict_stateless and not self._warned_stateless_predict:
+            self._warned_stateless_predict = True
+            warnings.warn(STATELESS_PREDICT_WARNING, stacklevel=4)
+        self._last_predict_stateless = stateless

@@ -8,6 +8,8 @@ collection step, a sequence replay buffer, episode starts tracked per step, and 
 from __future__ import annotations
 
 import contextlib
+import difflib
+import inspect
 import io
 import pathlib
 import pickle
@@ -25,21 +27,46 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Image
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import load_from_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, RolloutReturn, Schedule, TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.utils import should_collect_more_steps, update_learning_rate
-from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv
+from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecNormalize, unwrap_vec_wrapper
 
 from sb3_rssm.common.buffers import SequenceReplayBuffer
-from sb3_rssm.common.checkpoint import SavePath, capture_rng_state, read_saved_data, restore_rng_state
+from sb3_rssm.common.checkpoint import SavePath, capture_rng_state, missing_file_error, read_saved_data, restore_rng_state
 from sb3_rssm.common.policies import RecurrentState, WorldModelPolicy, starts_tensor
+from sb3_rssm.common.resize import ResizedVecNormalize, VecResizeImage, resized_observation_space
 from sb3_rssm.common.rssm import RSSMState
-from sb3_rssm.common.spaces import actions_to_model, check_action_space, split_observation_space
+from sb3_rssm.common.spaces import IMAGE_SIZE, actions_to_model, check_action_space, split_observation_space
 from sb3_rssm.common.type_aliases import SequenceSamples
 
 MIXED_PRECISION = {None: None, "bf16": th.bfloat16, "fp16": th.float16}
 
 SelfWorldModelAlgorithm = TypeVar("SelfWorldModelAlgorithm", bound="WorldModelAlgorithm")
+
+
+def closest(name: str, candidates: Iterable[str]) -> list[str]:
+    """The candidates closest to a misspelt ``name`` (case aside), best first, for "did you mean" hints."""
+    by_lower = {candidate.lower(): candidate for candidate in candidates}
+    return [by_lower[match] for match in difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)]
+
+
+def policy_parameters(policy_class: type[WorldModelPolicy]) -> list[str]:
+    """
+    The keyword arguments ``policy_kwargs`` may hold for ``policy_class``: the parameters of its ``__init__`` and,
+    where that forwards ``**kwargs``, of its bases' (but the three the algorithm passes itself).
+    """
+    names: list[str] = []
+    for cls in policy_class.__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        names += [p.name for p in parameters if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD]
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    passed_by_the_algorithm = {"self", "observation_space", "action_space", "lr_schedule"}
+    return sorted(set(names) - passed_by_the_algorithm)
 
 
 class NonFiniteUpdateError(RuntimeError):
@@ -80,7 +107,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         non-finite loss or gradient (each is skipped, parameters untouched)
     :param log_prediction_interval: for image observations, log an open-loop prediction strip (real frames,
         reconstructions of 5 context frames then open-loop predictions, error) as the TensorBoard image
-        ``train/open_loop`` every this many updates (0: never)
+        ``train/open_loop`` at the end of the first training phase, then every this many updates (0: never)
     :param replay_buffer_class: a :class:`SequenceReplayBuffer` subclass
     :param replay_buffer_kwargs: its extra keyword arguments
     :param policy_kwargs: keyword arguments of the policy (every model size)
@@ -147,6 +174,8 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         )
         if self.env is not None:
             self._check_env_spaces(self.env)
+        self._adopt_env()
+        self._warn_on_device_fallback(device)
         if not issubclass(self.replay_buffer_class, SequenceReplayBuffer):
             raise ValueError(f"replay_buffer_class must be a SequenceReplayBuffer subclass, got {self.replay_buffer_class}")
         self.sequence_length = sequence_length
@@ -163,6 +192,8 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         self._grad_scaler_state: Optional[dict[str, Any]] = None
         self._overflows_this_step = self._unscaled_this_step = False
         self.log_prediction_interval = log_prediction_interval
+        # whether this model object logged an open-loop image yet (not saved: a resumed run logs one at once too)
+        self._open_loop_logged = False
         self._filter_state: Optional[RecurrentState] = None
         self._nonfinite_in_a_row = 0
         self._first_nonfinite: Optional[str] = None
@@ -171,6 +202,8 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         self._ready_optimizers: list[th.optim.Optimizer] = []
         # gradient steps that the last finished collection phase still owes (saved with the model, see learn)
         self._pending_gradient_steps = 0
+        # the "training skipped: no full sequence yet" warning is given once per model object (not saved)
+        self._warned_short_buffer = False
         # generator states, only set while a save writes them and while a load restores them
         self._rng_state: Optional[dict[str, Any]] = None
 
@@ -179,12 +212,99 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         """Clear errors for unsupported spaces, before SB3's own assertions."""
         if hasattr(env, "action_space") and hasattr(env, "observation_space"):
             check_action_space(env.action_space)
-            # SB3's env wrapping transposes channel-last images later
-            split_observation_space(env.observation_space, allow_channel_last=True)
+            # the env wrapping transposes channel-last images and resizes images to 64x64 later
+            split_observation_space(env.observation_space, env_space=True)
+
+    @staticmethod
+    def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
+        """
+        SB3's wrapping (``Monitor``, ``DummyVecEnv``, ``VecTransposeImage``), then :class:`VecResizeImage` when
+        images are not 64x64 (see :mod:`sb3_rssm.common.resize`). ``__init__``, ``set_env`` and ``load`` use it.
+        """
+        env = OffPolicyAlgorithm._wrap_env(env, verbose, monitor_wrapper)
+        if resized_observation_space(env.observation_space) != env.observation_space:
+            if verbose >= 1:
+                print(f"Wrapping the env in a VecResizeImage (images to {IMAGE_SIZE}x{IMAGE_SIZE}).")
+            env = VecResizeImage(env)
+        return env
+
+    def _adopt_env(self) -> None:
+        """
+        After ``__init__`` or ``set_env``: an image-resizing wrapper works on this model's device, and collection
+        reads the original observations of a ``VecNormalize`` below it resized.
+        """
+        wrapper = unwrap_vec_wrapper(self.env, VecResizeImage) if self.env is not None else None
+        if not isinstance(wrapper, VecResizeImage):
+            return
+        wrapper.device = self.device
+        if isinstance(self._vec_normalize_env, VecNormalize):
+            self._vec_normalize_env = ResizedVecNormalize(self._vec_normalize_env, wrapper)  # type: ignore[assignment]
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """
+        As SB3's ``set_env``: ``env`` must have the spaces of the model's env before wrapping (channel-last images
+        and images of another size than 64x64 included: they are transposed and resized here too).
+
+        :param env: the new env
+        :param force_reset: reset it before the next ``learn``
+        """
+        super().set_env(env, force_reset)
+        self._adopt_env()
+
+    def get_vec_normalize_env(self) -> Optional[VecNormalize]:
+        """The ``VecNormalize`` wrapper of the training env, if any (as in SB3)."""
+        if isinstance(self._vec_normalize_env, ResizedVecNormalize):
+            return self._vec_normalize_env.vec_normalize
+        return self._vec_normalize_env
+
+    def _warn_on_device_fallback(self, requested: Union[th.device, str]) -> None:
+        """SB3 runs on the CPU when CUDA was asked for but is missing; say so, rather than train slowly in silence."""
+        if requested == "auto" or th.device(requested).type != "cuda" or self.device.type == "cuda":
+            return
+        warnings.warn(
+            f"device={str(requested)!r} was asked for, but CUDA is not available (torch {th.__version__}, "
+            f"built for CUDA {th.version.cuda}): {type(self).__name__} runs on {self.device} instead. Install a CUDA "
+            "build of torch (README: 'Installing torch') on a machine with a GPU, or pass device='cpu' (or 'auto').",
+            stacklevel=3,
+        )
+
+    def _get_policy_from_name(self, policy_name: str) -> type[BasePolicy]:
+        """SB3's alias look-up, with an error that lists the aliases (SB3 says only "unknown")."""
+        if policy_name in self.policy_aliases:
+            return self.policy_aliases[policy_name]
+        hint = "".join(f" Did you mean {match!r}?" for match in closest(policy_name, self.policy_aliases)[:1])
+        raise ValueError(
+            f"Unknown policy {policy_name!r} for {type(self).__name__}.{hint} Use one of "
+            f"{', '.join(map(repr, self.policy_aliases))}, or pass a {self.policy_base.__name__} subclass."
+        )
+
+    def _check_policy_kwargs(self, error: TypeError) -> None:
+        """
+        Raise a clear error for a misspelt ``policy_kwargs`` key, naming the closest valid ones.
+
+        :param error: the error of the policy's construction, chained to this one
+        """
+        valid = policy_parameters(self.policy_class)
+        hints = []
+        for key in self.policy_kwargs:
+            if key not in valid:
+                matches = closest(key, valid)
+                hints.append(f"{key!r}" + (f" (did you mean {' or '.join(map(repr, matches))}?)" if matches else ""))
+        if hints:
+            raise TypeError(
+                f"Unknown policy_kwargs key{'s' if len(hints) > 1 else ''} for {self.policy_class.__name__}: "
+                f"{'; '.join(hints)}. Valid keys: {', '.join(valid)}."
+            ) from error
 
     def _setup_model(self) -> None:
         self.replay_buffer_kwargs = {"sequence_length": self.sequence_length, **self.replay_buffer_kwargs}
-        super()._setup_model()
+        try:
+            super()._setup_model()
+        except TypeError as error:
+            # a policy subclass may take keys of its own through **kwargs: only when the policy (or the buffer)
+            # really refused an argument is a key outside the constructors' parameters named as the culprit
+            self._check_policy_kwargs(error)
+            raise
         self._filter_state = None
         self.grad_scaler = th.amp.GradScaler(self.device.type) if self.mixed_precision == "fp16" else None
 
@@ -200,6 +320,8 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         """
         try:
             buffer = load_from_pkl(path, self.verbose)
+        except FileNotFoundError:
+            raise missing_file_error(path, "pkl", "replay buffer") from None
         except (EOFError, pickle.UnpicklingError, ValueError, AttributeError, ImportError) as error:
             raise ValueError(
                 f"Could not read a replay buffer from {path!r}: the file is truncated or not a pickle ({error})."
@@ -238,8 +360,10 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         self.replay_buffer = buffer
 
     def _excluded_save_params(self) -> list[str]:
-        # the belief state belongs to the collection env's current episodes, not to the model
-        return [*super()._excluded_save_params(), "_filter_state", "grad_scaler", "_ready_optimizers"]
+        # the belief state belongs to the collection env's current episodes, not to the model; the
+        # once-per-model flags start afresh in a loaded model
+        excluded = ["_filter_state", "grad_scaler", "_ready_optimizers", "_warned_short_buffer", "_open_loop_logged"]
+        return [*super()._excluded_save_params(), *excluded]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", *(f"policy.{name}" for name in self.policy.optimizer_names)], []
@@ -354,7 +478,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         total_timesteps: int,
         callback: MaybeCallback = None,
         log_interval: int = 4,
-        tb_log_name: str = "run",
+        tb_log_name: Optional[str] = None,
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfWorldModelAlgorithm:
@@ -365,10 +489,11 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         :meth:`collect_rollouts` this makes ``load`` + ``load_replay_buffer`` +
         ``learn(reset_num_timesteps=False)`` continue exactly where the checkpoint was taken.
 
-        Parameters: as :meth:`stable_baselines3.common.off_policy_algorithm.OffPolicyAlgorithm.learn`.
+        Parameters: as :meth:`stable_baselines3.common.off_policy_algorithm.OffPolicyAlgorithm.learn`; ``tb_log_name``
+        defaults to the class name (TensorBoard runs ``DreamerV1_1``, ``PlaNet_1``, ...), as SB3's algorithms do.
         """
         total_timesteps, callback = self._setup_learn(
-            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+            total_timesteps, callback, reset_num_timesteps, tb_log_name or type(self).__name__, progress_bar
         )
         callback.on_training_start(locals(), globals())
         assert self.env is not None, "You must set the environment before calling learn()"
@@ -393,21 +518,36 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         """
         Run the gradient steps the last collection phase owes.
 
+        While no env stream of the replay buffer holds a full sequence (``learning_starts`` below
+        ``sequence_length``, or ``load``/``set_env`` then ``learn(reset_num_timesteps=False)`` with an empty
+        buffer) the steps are skipped, with a warning the first time, and training starts once it can sample.
+
         :param resuming: called at the start of ``learn``, where the steps were loaded with a checkpoint:
             without a replay buffer to train on (loaded without ``load_replay_buffer``) they are skipped
-            with a warning instead of failing
+            with a warning that says how to resume exactly
         """
         steps, self._pending_gradient_steps = self._pending_gradient_steps, 0
         if steps <= 0:
             return
-        if resuming and not self.replay_buffer.can_sample():
+        if self.replay_buffer.can_sample():
+            self.train(batch_size=self.batch_size, gradient_steps=steps)
+        elif resuming:
             warnings.warn(
                 f"Skipped {steps} gradient steps that the checkpoint still owed: the replay buffer holds no sequence "
                 f"of {self.sequence_length} steps yet. Call load_replay_buffer() before learn() to resume exactly.",
                 stacklevel=3,
             )
-            return
-        self.train(batch_size=self.batch_size, gradient_steps=steps)
+        elif not self._warned_short_buffer:
+            # as SAC trains only once it can sample: after load()/set_env() with an empty buffer, or with
+            # learning_starts below sequence_length, training starts as soon as one env stream holds a sequence
+            self._warned_short_buffer = True
+            warnings.warn(
+                f"Training is skipped until the replay buffer holds a sequence of {self.sequence_length} steps in one env "
+                f"stream (the longest holds {self.replay_buffer.longest_stream()} now, at num_timesteps="
+                f"{self.num_timesteps}). To train from the start, set learning_starts >= sequence_length; after load(), "
+                "call load_replay_buffer() to train on the saved steps.",
+                stacklevel=3,
+            )
 
     def collect_rollouts(
         self,
@@ -591,6 +731,9 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
             if self.log_prediction_interval > 0 and self._n_updates % self.log_prediction_interval == 0:
                 self._log_open_loop(batch)
         elapsed = time.perf_counter() - start
+        # a first image at the end of the first training phase: a short run shows one too
+        if self.log_prediction_interval > 0 and gradient_steps > 0 and not self._open_loop_logged:
+            self._log_open_loop(batch)
         self.policy.set_training_mode(False)
         for key, values in sums.items():
             self.logger.record(f"train/{key}", th.stack(values).float().mean().item())
@@ -602,6 +745,8 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         self.logger.record("time/updates_per_s", gradient_steps / max(elapsed, 1e-9))
 
     def _log_open_loop(self, batch: SequenceSamples, n_sequences: int = 4) -> None:
+        """Log the open-loop prediction strip of the first ``n_sequences`` of ``batch`` (image observations only)."""
+        self._open_loop_logged = True
         world_model = self.policy.world_model
         if not world_model.decoder.image_keys:
             return

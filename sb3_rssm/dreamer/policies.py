@@ -18,6 +18,7 @@ from torch.distributions import Distribution, Independent, Normal, OneHotCategor
 from sb3_rssm.common.networks import mlp
 from sb3_rssm.common.policies import WorldModelPolicy
 from sb3_rssm.common.rssm import RSSMState
+from sb3_rssm.common.spaces import action_size
 
 
 class Actor(nn.Module):
@@ -27,7 +28,7 @@ class Actor(nn.Module):
     Discrete actions: a one-hot categorical with straight-through gradients.
 
     :param feature_size: size of the model state
-    :param action_space: Box or Discrete
+    :param action_space: Box (of any shape: the actor acts on its flattened vector) or Discrete
     :param units: hidden width
     :param layers: hidden layers
     :param activation_fn: activation
@@ -49,7 +50,7 @@ class Actor(nn.Module):
     ) -> None:
         super().__init__()
         self.discrete = isinstance(action_space, spaces.Discrete)
-        self.action_size = int(action_space.n) if self.discrete else int(action_space.shape[0])
+        self.action_size = action_size(action_space)
         self.net = mlp(feature_size, self.action_size * (1 if self.discrete else 2), units, layers, activation_fn)
         self.raw_init_std = math.log(math.expm1(init_std))
         self.min_std = min_std
