@@ -2,15 +2,24 @@
 Learning benchmark: algorithms x envs x seeds. Each run trains with the hyperparameters of its
 (algorithm, env), evaluates the deterministic policy every ``--eval-freq`` steps and at the end, and
 records the wall time. Writes ``results.json``, ``table.md`` (final eval return mean +/- std and median
-over seeds, env steps, wall time) and one learning-curve PNG per env into ``--out``.
+over seeds, env steps, wall time) and one learning-curve PNG per env into ``--out``; for image envs also
+an open-loop prediction picture per world-model run.
 
     python examples/benchmark.py --algos dreamer_v1 planet --envs Pendulum-v1 --seeds 0 1 2 --timesteps 20000
+    python examples/benchmark.py --algos dreamer_v1 sac random --envs sb3_rssm/dmc-cartpole-swingup-pixels-v0 \\
+        --preset cpu --seeds 0 --timesteps 12500 --eval-freq 1250
 
-Hyperparameters: the zoo files ``sb3_rssm/zoo/hyperparams/<algo>.yml``, the one place they are kept (small
-settings for ``Pendulum-v1``; the papers' for the dm_control pixel ids, e.g.
-``sb3_rssm/dmc-cartpole-swingup-pixels-v0``, where ``--timesteps`` counts agent steps, each ``action_repeat``
-frames). ``--tiny`` swaps in tiny networks and a fast update cadence
-to check the script end to end in seconds; its numbers mean nothing.
+Runs accumulate: ``results.json`` keeps every (algorithm, env, seed) run ever written into ``--out`` (a rerun
+replaces its own entry), so seeds can run in separate invocations, at different times, and the table and
+curves are drawn from all of them.
+
+Algorithms: ``dreamer_v1`` and ``planet`` (this package), ``sac`` (SB3's SAC, for scale) and ``random``
+(uniformly random actions, evaluated only). Hyperparameters: the zoo files ``sb3_rssm/zoo/hyperparams/<algo>.yml``
+(``--preset cpu``: ``cpu/<algo>.yml``, settings sized for a 2-core CPU), the one place they are kept; SAC's are
+below. On the dm_control pixel ids ``--timesteps`` counts agent steps, each ``action_repeat`` frames; SAC
+sees the last 3 frames stacked there, the usual input of model-free agents on pixels, while the world models
+see one frame and remember. ``--tiny`` swaps in tiny networks and a fast update cadence to check the script
+end to end in seconds; its numbers mean nothing.
 
 Run it alone on the machine: wall times are only comparable without other work beside them.
 """
@@ -21,7 +30,7 @@ import argparse
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Optional
 
 import gymnasium as gym
 import matplotlib
@@ -30,16 +39,36 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch as th
+from gymnasium import spaces
+from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.preprocessing import is_image_space
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecTransposeImage, is_vecenv_wrapped
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecTransposeImage
 
 from sb3_rssm import DreamerV1, PlaNet
+from sb3_rssm.common.spaces import actions_to_model
+from sb3_rssm.common.type_aliases import SequenceSamples
+from sb3_rssm.common.world_model_algorithm import WorldModelAlgorithm
 from sb3_rssm.zoo import load_hyperparams
 
-ALGOS = {"dreamer_v1": DreamerV1, "planet": PlaNet}
+WORLD_MODELS = {"dreamer_v1": DreamerV1, "planet": PlaNet}
+ALGOS = [*WORLD_MODELS, "sac", "random"]
+
+# SB3's SAC, for scale. Pendulum-v1: rl-zoo3's settings. Pixels: SB3's CnnPolicy (NatureCNN) on 3 stacked
+# frames, SAC's defaults but a batch of 128 (a 2-core CPU gets through 12,500 updates in about half an hour) and
+# the world models' 5000 random prefill frames.
+SAC_PIXELS = dict(policy="CnnPolicy", frame_stack=3, buffer_size=100_000, batch_size=128, learning_starts=625)
+SAC_HYPERPARAMS: dict[str, dict[str, Any]] = {"Pendulum-v1": dict(policy="MlpPolicy", learning_rate=1e-3)}
+
+# Published anchors printed under the table: paper-size models on GPUs, read from the authors' score files.
+PUBLISHED = {
+    "sb3_rssm/dmc-cartpole-swingup-pixels-v0": [
+        "DreamerV1 (danijar/dreamer `scores/dreamer.json`, 5 seeds): 139 at about 100k frames, 678 at 500k",
+        "DreamerV3 (danijar/dreamerv3 `scores/`, DMC vision): 597 at 100k frames",
+    ],
+}
 
 # --tiny: a smoke test of the script, not a benchmark
 _TINY_MODEL = dict(
@@ -57,74 +86,171 @@ TINY: dict[str, dict[str, Any]] = {
         imagination_horizon=3, policy_kwargs=dict(**_TINY_MODEL, actor_units=8, actor_layers=1, value_units=8, value_layers=1)
     ),
     "planet": dict(policy_kwargs=dict(**_TINY_MODEL, planning_horizon=3, num_candidates=16, num_elites=4, cem_iterations=2)),
+    "sac": dict(buffer_size=1000, learning_starts=10, batch_size=4, policy_kwargs=dict(net_arch=[8])),
 }
 _TINY_CADENCE = dict(buffer_size=10_000, learning_starts=20, batch_size=2, sequence_length=4, train_freq=10, gradient_steps=1)
 
 
-def hyperparameters(algo: str, env_id: str, tiny: bool = False) -> dict[str, Any]:
-    """Constructor keyword arguments for one run: the zoo YAML entry; ``tiny`` shrinks them."""
-    kwargs = load_hyperparams(algo, env_id)
+def hyperparameters(algo: str, env_id: str, tiny: bool = False, preset: str = "default") -> dict[str, Any]:
+    """
+    Constructor keyword arguments for one run: the zoo YAML entry (SAC: :data:`SAC_HYPERPARAMS`); ``tiny`` shrinks
+    them. A ``frame_stack`` entry is the number of frames stacked by the env, not a constructor argument.
+    """
+    if algo == "random":
+        return {}
+    if algo == "sac":
+        kwargs = dict(SAC_HYPERPARAMS.get(env_id) or (SAC_PIXELS if env_id.startswith("sb3_rssm/dmc-") else {}))
+        if tiny:
+            kwargs.update(TINY["sac"])
+        return kwargs
+    kwargs = load_hyperparams(algo, env_id, preset=preset)
     if tiny:
         kwargs.update(_TINY_CADENCE, **{k: v for k, v in TINY[algo].items() if k != "policy_kwargs"})
         kwargs["policy_kwargs"] = {**kwargs.get("policy_kwargs", {}), **TINY[algo]["policy_kwargs"]}
     return kwargs
 
 
-def action_repeat(env: gym.Env) -> int:
+def make_env(env_id: str, seed: int, frame_stack: int = 1) -> VecEnv:
+    """One Monitor-wrapped env, seeded, with ``frame_stack`` frames stacked and channel-last images transposed."""
+    env: VecEnv = make_vec_env(env_id, n_envs=1, seed=seed)
+    if frame_stack > 1:
+        env = VecFrameStack(env, frame_stack)
+    space = env.observation_space
+    if is_image_space(space) and not is_image_space_channels_first(space):  # type: ignore[arg-type]
+        env = VecTransposeImage(env)
+    return env
+
+
+def action_repeat(env: VecEnv) -> int:
     """Frames per agent step: the dm_control ids' action repeat, 1 elsewhere."""
     try:
-        return int(env.get_wrapper_attr("repeat"))
+        return int(env.get_attr("repeat")[0])
     except AttributeError:
         return 1
 
 
+def record_sequence(model: WorldModelAlgorithm, env: VecEnv, length: int) -> SequenceSamples:
+    """
+    ``length`` steps of the deterministic policy in ``env`` (one episode), in the world model's alignment: step
+    t holds o_t and the action a_{t-1} that led to it (zeros at the first).
+    """
+    obs = env.reset()
+    state, start = None, np.ones(1, dtype=bool)
+    frames, actions, rewards = [obs], [np.zeros((1, model.policy.model_action_size), np.float32)], [np.zeros(1)]
+    for _ in range(length - 1):
+        action, state = model.predict(obs, state=state, episode_start=start, deterministic=True)
+        obs, reward, done, _ = env.step(action)
+        if done[0]:
+            break
+        scaled = model.policy.scale_action(action) if isinstance(model.action_space, spaces.Box) else action
+        frames.append(obs)
+        actions.append(actions_to_model(scaled, model.action_space))
+        rewards.append(reward)
+        start = done
+
+    def tensor(arrays: list[np.ndarray], dtype: Optional[th.dtype] = th.float32) -> th.Tensor:
+        return th.as_tensor(np.stack(arrays, axis=1), dtype=dtype, device=model.device)
+
+    steps = len(frames)
+    is_first = th.zeros(1, steps, device=model.device)
+    is_first[:, 0] = 1.0
+    zeros = th.zeros(1, steps, device=model.device)
+    return SequenceSamples(tensor(frames, None), tensor(actions), tensor(rewards), is_first, zeros, zeros)
+
+
+def save_open_loop_picture(model: WorldModelAlgorithm, env: VecEnv, path: str, length: int = 30) -> None:
+    """The world model's open-loop prediction of a fresh episode of the trained policy, as a PNG (image envs)."""
+    if not model.policy.world_model.decoder.image_keys:
+        return
+    model.policy.set_training_mode(False)
+    strips = model.policy.world_model.open_loop_strips(record_sequence(model, env, length), n_sequences=1)
+    plt.imsave(path, next(iter(strips.values())).cpu().numpy())
+
+
 def run(
-    algo: str, env_id: str, seed: int, timesteps: int, eval_freq: int, eval_episodes: int, out: str, tiny: bool = False
+    algo: str,
+    env_id: str,
+    seed: int,
+    timesteps: int,
+    eval_freq: int,
+    eval_episodes: int,
+    out: str,
+    tiny: bool = False,
+    preset: str = "default",
 ) -> dict:
-    preset = hyperparameters(algo, env_id, tiny)
-    log_path = os.path.join(out, f"{algo}_{env_id.replace('/', '-')}_{seed}")
-    env = Monitor(gym.make(env_id))
-    policy = preset.pop("policy", None) or ("CnnPolicy" if is_image_space(env.observation_space) else "MlpPolicy")
-    model = ALGOS[algo](policy, env, seed=seed, **preset)
-    eval_env: VecEnv = DummyVecEnv([lambda: Monitor(gym.make(env_id))])
-    # channel-last images: evaluate through the same transpose as training
-    if is_vecenv_wrapped(model.get_env(), VecTransposeImage):
-        eval_env = VecTransposeImage(eval_env)
-    callback = EvalCallback(eval_env, eval_freq=eval_freq, n_eval_episodes=eval_episodes, log_path=log_path, warn=False)
+    kwargs = hyperparameters(algo, env_id, tiny, preset)
+    frame_stack = kwargs.pop("frame_stack", 1)
+    name = f"{algo}_{env_id.replace('/', '-')}_{seed}"
+    log_path = os.path.join(out, name)
+    env, eval_env = make_env(env_id, seed, frame_stack), make_env(env_id, 1000 + seed, frame_stack)
     start = time.time()
-    model.learn(timesteps, callback=callback)
+    if algo == "random":
+        model = None
+        final, _ = evaluate_policy(RandomAgent(env.action_space), eval_env, n_eval_episodes=eval_episodes)
+        steps, curve = [0, timesteps], [float(final)] * 2
+    else:
+        policy = kwargs.pop("policy", None) or ("CnnPolicy" if is_image_space(env.observation_space) else "MlpPolicy")
+        model = (SAC if algo == "sac" else WORLD_MODELS[algo])(policy, env, seed=seed, **kwargs)
+        callback = EvalCallback(eval_env, eval_freq=eval_freq, n_eval_episodes=eval_episodes, log_path=log_path, warn=False)
+        model.learn(timesteps, callback=callback)
+        final, _ = evaluate_policy(model, eval_env, n_eval_episodes=eval_episodes)
+        evaluations = np.load(os.path.join(log_path, "evaluations.npz"))
+        steps, curve = evaluations["timesteps"].tolist(), evaluations["results"].mean(axis=1).tolist()
     wall = time.time() - start
-    final, _ = evaluate_policy(model, eval_env, n_eval_episodes=eval_episodes)
-    curve = np.load(os.path.join(log_path, "evaluations.npz"))
+    if isinstance(model, WorldModelAlgorithm):
+        save_open_loop_picture(model, eval_env, os.path.join(out, f"open_loop_{name}.png"))
     return dict(
         algo=algo,
         env=env_id,
         seed=seed,
-        timesteps=model.num_timesteps,
+        timesteps=timesteps if model is None else model.num_timesteps,
         action_repeat=action_repeat(env),
         final_return=float(final),
+        eval_episodes=eval_episodes,
         wall_s=wall,
-        curve_steps=curve["timesteps"].tolist(),
-        curve_returns=curve["results"].mean(axis=1).tolist(),
+        curve_steps=steps,
+        curve_returns=curve,
     )
 
 
-def write_report(results: list[dict], out: str, command: str) -> None:
-    lines = [
-        f"Command: `{command}`",
+class RandomAgent:
+    """Uniformly random actions through SB3's ``predict`` signature (for ``evaluate_policy``)."""
+
+    def __init__(self, action_space: spaces.Space) -> None:
+        self.action_space = action_space
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False) -> tuple:
+        n_envs = len(episode_start) if episode_start is not None else 1
+        return np.stack([self.action_space.sample() for _ in range(n_envs)]), None
+
+
+def merge_results(path: str, new: dict) -> list[dict]:
+    """``results.json`` with ``new`` added, replacing an earlier run of the same algorithm, env and seed."""
+    results = json.load(open(path)) if os.path.exists(path) else []
+    key = (new["algo"], new["env"], new["seed"])
+    results = [r for r in results if (r["algo"], r["env"], r["seed"]) != key] + [new]
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    return results
+
+
+def write_report(results: list[dict], out: str) -> None:
+    commands = list(dict.fromkeys(r["command"] for r in results if "command" in r))
+    lines = [f"Command: `{command}`" for command in commands] + [
         "",
-        "| algorithm | env | seeds | env steps | final eval return (mean ± std) | median | wall time per run (median) |",
-        "|---|---|---|---|---|---|---|",
+        "| algorithm | env | seeds | env steps | final eval return per seed | mean ± std | median | wall time per run (median) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, str], list[dict]] = {}
-    for r in results:
+    for r in sorted(results, key=lambda r: (r["env"], ALGOS.index(r["algo"]) if r["algo"] in ALGOS else 99, r["seed"])):
         groups.setdefault((r["algo"], r["env"]), []).append(r)
     for (algo, env_id), runs in groups.items():
         returns = np.array([r["final_return"] for r in runs])
         walls = np.array([r["wall_s"] for r in runs])
+        per_seed = ", ".join(f"{r['final_return']:.1f} (seed {r['seed']})" for r in runs)
         lines.append(
-            f"| {algo} | {env_id} | {len(runs)} | {runs[0]['timesteps']} | {returns.mean():.1f} ± {returns.std():.1f} "
-            f"| {np.median(returns):.1f} | {np.median(walls):.0f} s |"
+            f"| {algo} | {env_id} | {len(runs)} | {runs[0]['timesteps']} | {per_seed} | {returns.mean():.1f} ± "
+            f"{returns.std():.1f} | {np.median(returns):.1f} | {np.median(walls):.0f} s |"
         )
     repeats = {r["env"]: r.get("action_repeat", 1) for r in results if r.get("action_repeat", 1) > 1}
     if repeats:
@@ -134,37 +260,53 @@ def write_report(results: list[dict], out: str, command: str) -> None:
             + ", ".join(f"{env_id}: {repeat}" for env_id, repeat in repeats.items())
             + ").",
         ]
+    anchors = [anchor for env_id in dict.fromkeys(r["env"] for r in results) for anchor in PUBLISHED.get(env_id, [])]
+    if anchors:
+        lines += ["", "Published, for reference (paper-size models on GPUs):", *(f"- {anchor}" for anchor in anchors)]
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
     for env_id in sorted({r["env"] for r in results}):
-        plt.figure(figsize=(5, 3.5))
-        for algo in sorted({r["algo"] for r in results if r["env"] == env_id}):
-            runs = [r for r in results if r["env"] == env_id and r["algo"] == algo]
-            steps = runs[0]["curve_steps"]
-            curves = np.array([r["curve_returns"][: len(steps)] for r in runs])
-            mean, std = curves.mean(axis=0), curves.std(axis=0)
-            plt.plot(steps, mean, label=f"{algo} ({len(runs)} seeds)")
-            plt.fill_between(steps, mean - std, mean + std, alpha=0.2)
-        plt.xlabel("env steps")
-        plt.ylabel("eval return")
-        plt.title(env_id)
-        plt.legend()
-        plt.tight_layout()
-        plt.savefig(os.path.join(out, f"curve_{env_id.replace('/', '-')}.png"), dpi=100)
-        plt.close()
+        plot_curves([r for r in results if r["env"] == env_id], env_id, out)
+
+
+def plot_curves(results: list[dict], env_id: str, out: str) -> None:
+    """Mean ± std over seeds of each algorithm's evaluations; the random policy as a dashed line."""
+    repeat = results[0].get("action_repeat", 1)
+    plt.figure(figsize=(5.5, 3.8))
+    for algo in [a for a in ALGOS if any(r["algo"] == a for r in results)]:
+        runs = [r for r in results if r["algo"] == algo]
+        if algo == "random":
+            plt.axhline(np.mean([r["final_return"] for r in runs]), color="grey", linestyle="--", label="random")
+            continue
+        length = min(len(r["curve_steps"]) for r in runs)
+        steps = np.array(runs[0]["curve_steps"][:length]) * repeat
+        curves = np.array([r["curve_returns"][:length] for r in runs])
+        mean, std = curves.mean(axis=0), curves.std(axis=0)
+        plt.plot(steps, mean, label=f"{algo} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+        plt.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    plt.xlabel("env frames" if repeat > 1 else "env steps")
+    plt.ylabel("eval return")
+    plt.title(env_id)
+    plt.legend()
+    plt.tight_layout()
+    plt.savefig(os.path.join(out, f"curve_{env_id.replace('/', '-')}.png"), dpi=100)
+    plt.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--algos", nargs="+", default=["dreamer_v1"], choices=sorted(ALGOS))
-    parser.add_argument("--envs", nargs="+", default=["Pendulum-v1"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--timesteps", type=int, default=20_000)
-    parser.add_argument("--eval-freq", type=int, default=2000)
-    parser.add_argument("--eval-episodes", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default="runs/benchmark")
+    parser.add_argument("--algos", nargs="+", default=["dreamer_v1"], choices=ALGOS, help="algorithms to run")
+    parser.add_argument("--envs", nargs="+", default=["Pendulum-v1"], help="gymnasium ids")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds, one run each")
+    parser.add_argument("--timesteps", type=int, default=20_000, help="agent steps per run")
+    parser.add_argument("--eval-freq", type=int, default=2000, help="agent steps between evaluations")
+    parser.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--out", default="runs/benchmark", help="folder of results.json, table.md and the figures")
+    parser.add_argument(
+        "--preset", choices=["default", "cpu"], default="default", help="cpu: the zoo's cpu/<algo>.yml settings"
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny networks and cadence: checks the script, measures nothing")
     args = parser.parse_args()
     th.set_num_threads(args.threads)
@@ -180,18 +322,20 @@ def main() -> None:
             f"--threads {args.threads}",
             f"--out {args.out}",
         ]
+        + ([f"--preset {args.preset}"] if args.preset != "default" else [])
         + (["--tiny"] if args.tiny else [])
     )
-    results = []
+    results: list[dict] = []
     for env_id in args.envs:
         for algo in args.algos:
             for seed in args.seeds:
-                result = run(algo, env_id, seed, args.timesteps, args.eval_freq, args.eval_episodes, args.out, args.tiny)
+                result = run(
+                    algo, env_id, seed, args.timesteps, args.eval_freq, args.eval_episodes, args.out, args.tiny, args.preset
+                )
+                result["command"] = command
                 print(json.dumps({k: v for k, v in result.items() if not k.startswith("curve")}), flush=True)
-                results.append(result)
-                with open(os.path.join(args.out, "results.json"), "w") as f:
-                    json.dump(results, f, indent=1)
-    write_report(results, args.out, command)
+                results = merge_results(os.path.join(args.out, "results.json"), result)
+    write_report(results, args.out)
 
 
 if __name__ == "__main__":

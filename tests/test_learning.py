@@ -59,3 +59,25 @@ def test_dreamer_learns_discrete_point_mass(discrete):
     model.learn(2500)
     mean, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=1)
     assert mean > THRESHOLD, f"DreamerV1 (discrete) returned {mean:.1f}"
+
+
+def test_dreamer_learns_point_mass_from_pixels():
+    # The point-mass task seen as 64x64 frames (a red square for the point in the upper half, a green one for the
+    # target in the lower half), channel-last as gymnasium renders them. Learning it needs every part of the image
+    # path: the transpose into the model's layout, the conv encoder, the decoder's alignment with its target, the
+    # reward head, and the same preprocessing when acting as in training.
+    model = DreamerV1(
+        "CnnPolicy",
+        PointMassEnv(pixels=True),
+        learning_rate=1e-3,
+        actor_learning_rate=3e-4,
+        value_learning_rate=3e-4,
+        imagination_horizon=10,
+        policy_kwargs=dict(
+            **WORLD_MODEL, cnn_depth=4, actor_units=32, actor_layers=2, value_units=32, value_layers=2, actor_init_std=1.0
+        ),
+        **{**COMMON, "batch_size": 8, "sequence_length": 10, "gradient_steps": 10},
+    )
+    model.learn(2500)
+    mean, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=1)
+    assert mean > THRESHOLD, f"DreamerV1 from pixels returned {mean:.1f}"

@@ -20,7 +20,7 @@ from sb3_rssm.common.networks import (
 )
 from sb3_rssm.common.rssm import KL_STRATEGIES, RSSM, RSSMState, free_bits_clamp, kl_loss
 from sb3_rssm.common.spaces import action_size
-from sb3_rssm.common.type_aliases import SequenceSamples
+from sb3_rssm.common.type_aliases import SequenceSamples, TensorObs
 
 
 class WorldModel(nn.Module):
@@ -222,3 +222,28 @@ class WorldModel(nn.Module):
             features.append(imagined.features)
         decoded = self.decoder(th.cat(features, dim=1))
         return {key: (decoded[key] + 0.5).clamp(0.0, 1.0) for key in self.decoder.image_keys}
+
+    @th.no_grad()
+    def open_loop_strips(self, batch: SequenceSamples, n_sequences: int = 4, context: int = 5) -> dict[str, th.Tensor]:
+        """
+        Pictures of :meth:`open_loop_prediction` for the first ``n_sequences`` of ``batch``: per sequence three
+        rows, the real frames, the model's frames (reconstructions of the first ``context``, then open-loop
+        predictions) and their difference (grey: none); one column per time step.
+
+        :return: per image key, a (3 * n * H, T * W, 3) float image in [0, 1] (grayscale shown as RGB)
+        """
+        observations = batch.observations
+        if isinstance(observations, dict):
+            head: TensorObs = {key: value[:n_sequences] for key, value in observations.items()}
+        else:
+            head = observations[:n_sequences]
+        small = SequenceSamples(head, *(x[:n_sequences] for x in batch[1:]))
+        strips = {}
+        for key, predicted in self.open_loop_prediction(small, context).items():
+            real = (head[key] if isinstance(head, dict) else head).float() / 255.0
+            error = (predicted - real + 1.0) / 2.0
+            rows = th.stack([real, predicted, error], dim=1).flatten(0, 1)  # (3 * n, T, C, H, W)
+            rows = rows[:, :, :3] if rows.shape[2] >= 3 else rows[:, :, :1].expand(-1, -1, 3, -1, -1)
+            strips[key] = rows.permute(0, 3, 1, 4, 2).flatten(2, 3).flatten(0, 1)  # (3n * H, T * W, 3)
+        return strips
+

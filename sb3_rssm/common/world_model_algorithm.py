@@ -747,24 +747,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
     def _log_open_loop(self, batch: SequenceSamples, n_sequences: int = 4) -> None:
         """Log the open-loop prediction strip of the first ``n_sequences`` of ``batch`` (image observations only)."""
         self._open_loop_logged = True
-        world_model = self.policy.world_model
-        if not world_model.decoder.image_keys:
-            return
-        observations = batch.observations
-        head = (
-            {k: v[:n_sequences] for k, v in observations.items()}
-            if isinstance(observations, dict)
-            else observations[:n_sequences]
-        )
-        small = SequenceSamples(head, *(x[:n_sequences] for x in batch[1:]))
-        predictions = world_model.open_loop_prediction(small)
-        for key, predicted in predictions.items():
-            real = (observations[key] if isinstance(observations, dict) else observations)[:n_sequences].float() / 255.0
-            error = (predicted - real + 1.0) / 2.0
-            # rows: (real, predicted, error) per sequence; columns: time steps
-            rows = th.stack([real, predicted, error], dim=1).flatten(0, 1)  # (3 * n, T, C, H, W)
-            rows = rows[:, :, :3] if rows.shape[2] >= 3 else rows[:, :, :1].expand(-1, -1, 3, -1, -1)
-            strip = rows.permute(0, 3, 1, 4, 2).flatten(2, 3).flatten(0, 1)  # (3n * H, T * W, 3)
+        for key, strip in self.policy.world_model.open_loop_strips(batch, n_sequences).items():
             name = "train/open_loop" if key == "observation" else f"train/open_loop/{key}"
             self.logger.record(name, Image(strip.cpu().numpy(), "HWC"), exclude=("stdout", "log", "json", "csv"))
 

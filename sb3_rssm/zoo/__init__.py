@@ -24,16 +24,24 @@ HYPERPARAMS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hype
 DEFAULT_LOG_FOLDER = "logs"
 
 
-def hyperparams_file(algo: str) -> str:
+# "default": the papers' settings (and small ones for Pendulum-v1); "cpu": settings sized for a 2-core CPU
+PRESETS = ("default", "cpu")
+
+
+def hyperparams_file(algo: str, preset: str = "default") -> str:
     """
     Path of the YAML hyperparameter file shipped for ``algo``.
 
     :param algo: ``"dreamer_v1"`` or ``"planet"``
-    :return: ``.../sb3_rssm/zoo/hyperparams/<algo>.yml``
+    :param preset: ``"default"`` (the papers' settings) or ``"cpu"`` (sized for a 2-core CPU)
+    :return: ``.../sb3_rssm/zoo/hyperparams/<algo>.yml``, or ``.../hyperparams/cpu/<algo>.yml``
     """
     if algo not in ALGOS:
         raise ValueError(f"Unknown algorithm {algo!r}: sb3_rssm ships hyperparameters for {sorted(ALGOS)}")
-    return os.path.join(HYPERPARAMS_DIR, f"{algo}.yml")
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}: choose one of {PRESETS}")
+    folder = HYPERPARAMS_DIR if preset == "default" else os.path.join(HYPERPARAMS_DIR, preset)
+    return os.path.join(folder, f"{algo}.yml")
 
 
 def register_algos() -> None:
@@ -53,11 +61,28 @@ def _option_value(argv: list[str], *names: str) -> Optional[str]:
     return known.value
 
 
+def _pop_option(argv: list[str], name: str) -> tuple[Optional[str], list[str]]:
+    """The value of option ``name`` (``--name value`` or ``--name=value``) and ``argv`` without it."""
+    rest, value = [], None
+    iterator = iter(argv)
+    for arg in iterator:
+        if arg == name:
+            value = next(iterator, None)
+            if value is None:
+                raise ValueError(f"{name} needs a value")
+        elif arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return value, rest
+
+
 def with_defaults(argv: list[str], script: str) -> list[str]:
     """
     The zoo command line ``argv`` with this package's defaults added where the user gave none.
 
-    - train (dreamer_v1 / planet only): ``--conf-file`` points at the shipped YAML of the algorithm, and
+    - train (dreamer_v1 / planet only): ``--conf-file`` points at the shipped YAML of the algorithm (with
+      ``--preset cpu``, an option of the launcher that the zoo never sees: the one sized for a 2-core CPU), and
       ``--tensorboard-log <log folder>/tensorboard`` (the zoo logs no TensorBoard by default; ``-tb ""`` turns
       it off again);
     - enjoy and record_video: ``--folder logs``, where train writes (the zoo's default is rl-trained-agents/).
@@ -71,8 +96,11 @@ def with_defaults(argv: list[str], script: str) -> list[str]:
         return argv
     algo = _option_value(argv, "--algo")
     if script == "train":
+        preset, argv = _pop_option(argv, "--preset")
+        if preset is not None and _option_value(argv, "-conf", "--conf-file") is not None:
+            raise ValueError("--preset chooses the hyperparameter file: give it or --conf-file, not both")
         if algo in ALGOS and _option_value(argv, "-conf", "--conf-file") is None:
-            argv += ["--conf-file", hyperparams_file(algo)]
+            argv += ["--conf-file", hyperparams_file(algo, preset or "default")]
         if algo in ALGOS and _option_value(argv, "-tb", "--tensorboard-log") is None:
             log_folder = _option_value(argv, "-f", "--log-folder") or DEFAULT_LOG_FOLDER
             argv += ["--tensorboard-log", os.path.join(log_folder, "tensorboard")]
@@ -106,7 +134,7 @@ _RUN_KEYS = ("n_timesteps",)
 _ENV_KEYS = ("n_envs", "normalize", "env_wrapper", "vec_env_wrapper", "frame_stack", "env_kwargs", "callback")
 
 
-def load_hyperparams(algo: str, env_id: str, path: Optional[str] = None) -> dict[str, Any]:
+def load_hyperparams(algo: str, env_id: str, path: Optional[str] = None, preset: str = "default") -> dict[str, Any]:
     """
     One entry of a zoo hyperparameter file as constructor keyword arguments, for use outside the zoo (e.g. by
     ``examples/benchmark.py``): ``policy_kwargs`` strings are evaluated (``dict(...)`` only) and
@@ -114,12 +142,13 @@ def load_hyperparams(algo: str, env_id: str, path: Optional[str] = None) -> dict
 
     :param algo: ``"dreamer_v1"`` or ``"planet"``
     :param env_id: the entry's key, a gymnasium id
-    :param path: the YAML file (default: the shipped one)
+    :param path: the YAML file (default: the shipped one of ``preset``)
+    :param preset: ``"default"`` or ``"cpu"``, see :func:`hyperparams_file`
     :return: keyword arguments, including ``policy``
     """
     import yaml
 
-    path = path or hyperparams_file(algo)
+    path = path or hyperparams_file(algo, preset)
     with open(path) as f:
         entries = yaml.safe_load(f)
     if env_id not in entries:
