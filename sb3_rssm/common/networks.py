@@ -234,7 +234,8 @@ class ConvDecoder(nn.Module):
 class ObservationEncoder(nn.Module):
     """
     Embeds observations of any supported space: one :class:`ConvEncoder` per image entry, one MLP over
-    the concatenation of all vector entries; the embeddings are concatenated.
+    the concatenation of all vector entries; the embeddings are concatenated. A subclass chooses other
+    networks by overriding :meth:`image_network` and :meth:`vector_network`.
 
     :param observation_space: Box (image or vector) or flat Dict of Boxes
     :param cnn_depth: conv encoder depth
@@ -261,14 +262,22 @@ class ObservationEncoder(nn.Module):
         images, vectors = split_observation_space(observation_space)
         self.image_keys = list(images)
         self.image_bits = image_bits
+        self.cnn_depth, self.mlp_units, self.mlp_layers = cnn_depth, mlp_units, mlp_layers
+        self.activation_fn, self.cnn_activation_fn = activation_fn, cnn_activation_fn
         self.vector_shapes = {key: tuple(space.shape) for key, space in vectors.items()}
-        self.cnns = nn.ModuleDict(
-            {key: ConvEncoder(space.shape[0], cnn_depth, cnn_activation_fn) for key, space in images.items()}
-        )
+        self.cnns = nn.ModuleDict({key: self.image_network(space.shape[0]) for key, space in images.items()})
         self.vector_size = sum(int(np.prod(space.shape)) for space in vectors.values())
-        self.mlp = mlp(self.vector_size, mlp_units, mlp_units, mlp_layers - 1, activation_fn) if vectors else None
-        self.mlp_activation = make_activation(activation_fn) if vectors else None
+        self.mlp = self.vector_network(self.vector_size) if vectors else None
         self.output_size = sum(cnn.output_size for cnn in self.cnns.values()) + (mlp_units if vectors else 0)
+
+    def image_network(self, channels: int) -> nn.Module:
+        """The network of one image entry: (..., channels, 64, 64) to (..., output_size), an ``output_size`` attribute."""
+        return ConvEncoder(channels, self.cnn_depth, self.cnn_activation_fn)
+
+    def vector_network(self, size: int) -> nn.Module:
+        """The network over the concatenated vector entries: (..., size) to (..., mlp_units)."""
+        layers = mlp(size, self.mlp_units, self.mlp_units, self.mlp_layers - 1, self.activation_fn)
+        return MLP(*layers, make_activation(self.activation_fn))
 
     def preprocess(self, observations: ObsTensor) -> dict[str, th.Tensor]:
         """
@@ -287,14 +296,15 @@ class ObservationEncoder(nn.Module):
         parts = [self.cnns[key](images[key]) for key in self.image_keys]
         if self.mlp is not None:
             flat = [obs[key].float().flatten(obs[key].ndim - len(shape)) for key, shape in self.vector_shapes.items()]
-            parts.append(self.mlp_activation(self.mlp(th.cat(flat, dim=-1))))
+            parts.append(self.mlp(th.cat(flat, dim=-1)))
         return th.cat(parts, dim=-1)
 
 
 class ObservationDecoder(nn.Module):
     """
     Mirror of :class:`ObservationEncoder`: a :class:`ConvDecoder` per image entry and an MLP head per
-    vector entry, each the mean of a unit-variance Gaussian over that entry.
+    vector entry, each the mean of a unit-variance Gaussian over that entry. A subclass chooses other
+    networks by overriding :meth:`image_network`, :meth:`vector_network` and :meth:`vector_target`.
     """
 
     def __init__(
@@ -311,16 +321,44 @@ class ObservationDecoder(nn.Module):
         images, vectors = split_observation_space(observation_space)
         self.shapes = {key: tuple(space.shape) for key, space in {**images, **vectors}.items()}
         self.image_keys = list(images)
+        self.feature_size, self.cnn_depth, self.mlp_units, self.mlp_layers = feature_size, cnn_depth, mlp_units, mlp_layers
+        self.activation_fn, self.cnn_activation_fn = activation_fn, cnn_activation_fn
         self.heads = nn.ModuleDict()
         for key, space in images.items():
-            self.heads[key] = ConvDecoder(feature_size, space.shape[0], cnn_depth, cnn_activation_fn)
+            self.heads[key] = self.image_network(space.shape[0])
         for key, space in vectors.items():
-            self.heads[key] = mlp(feature_size, int(np.prod(space.shape)), mlp_units, mlp_layers, activation_fn)
+            self.heads[key] = self.vector_network(int(np.prod(space.shape)))
+
+    def image_network(self, channels: int) -> nn.Module:
+        """The network of one image entry: features to (..., channels, 64, 64) in the encoder's input units."""
+        return ConvDecoder(self.feature_size, channels, self.cnn_depth, self.cnn_activation_fn)
+
+    def vector_network(self, size: int) -> nn.Module:
+        """The network of one vector entry: features to (..., size), in the units of :meth:`vector_target`."""
+        return mlp(self.feature_size, size, self.mlp_units, self.mlp_layers, self.activation_fn)
+
+    def vector_target(self, vector: th.Tensor) -> th.Tensor:
+        """A vector entry in the units the decoder predicts it in."""
+        return vector
 
     def forward(self, features: th.Tensor) -> dict[str, th.Tensor]:
         """Predicted means per key, shaped like the (preprocessed) observations."""
         lead = features.shape[:-1]
         return {key: head(features).reshape(*lead, *self.shapes[key]) for key, head in self.heads.items()}
+
+    def targets(
+        self, observations: ObsTensor, images: dict[str, th.Tensor], like: dict[str, th.Tensor]
+    ) -> dict[str, th.Tensor]:
+        """
+        What each entry's prediction is compared with: the image entries as the encoder took them
+        (:meth:`ObservationEncoder.preprocess`), so that the target is exactly the encoder's input; the vector
+        entries read from ``observations`` (as stored) through :meth:`vector_target`, shaped as ``like``'s.
+        """
+        obs = as_dict(observations)
+        return {
+            key: images[key] if key in self.image_keys else self.vector_target(obs[key].float().reshape(mean.shape))
+            for key, mean in like.items()
+        }
 
     def log_likelihood(
         self, features: th.Tensor, observations: ObsTensor, images: dict[str, th.Tensor]
@@ -329,12 +367,8 @@ class ObservationDecoder(nn.Module):
         Per key, log-likelihood of the observations summed over the entry's dimensions, (batch, time).
 
         :param observations: observations as stored (the vector entries are read from here)
-        :param images: the image entries as the encoder took them (:meth:`ObservationEncoder.preprocess`),
-            so that the target is exactly the encoder's input
+        :param images: the image entries as the encoder took them (:meth:`ObservationEncoder.preprocess`)
         """
-        obs = as_dict(observations)
-        out = {}
-        for key, mean in self.forward(features).items():
-            target = images[key] if key in self.image_keys else obs[key].float().reshape(mean.shape)
-            out[key] = unit_gaussian_log_prob(mean, target, len(self.shapes[key]))
-        return out
+        means = self.forward(features)
+        targets = self.targets(observations, images, means)
+        return {key: unit_gaussian_log_prob(mean, targets[key], len(self.shapes[key])) for key, mean in means.items()}
