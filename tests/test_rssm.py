@@ -1,16 +1,23 @@
-"""The Gaussian RSSM: filtering and imagination paths, episode resets, and the KL strategies."""
+"""
+The RSSMs' shared contract (filtering and imagination paths, episode resets), for the Gaussian and the categorical
+RSSM alike; the Gaussian RSSM's shapes; and the KL strategies.
+"""
 
 import pytest
 import torch as th
-from torch.distributions import Independent, Normal, kl_divergence
+from torch.distributions import Independent, Normal, OneHotCategorical, kl_divergence
 
-from sb3_rssm.common.rssm import RSSM, RSSMState, kl_loss
+from sb3_rssm.common.categorical_rssm import CategoricalRSSM, CategoricalRSSMState
+from sb3_rssm.common.rssm import RSSM, RSSMBase, RSSMState, kl_loss
 
 B, T, E, A = 3, 6, 5, 2
+KINDS = ["gaussian", "categorical"]
 
 
-def make_rssm() -> RSSM:
+def make_rssm(kind: str = "gaussian") -> RSSMBase:
     th.manual_seed(0)
+    if kind == "categorical":
+        return CategoricalRSSM(E, A, stochastic_size=3, classes=4, deterministic_size=8, hidden_size=9, blocks=2)
     return RSSM(embed_size=E, action_size=A, stochastic_size=4, deterministic_size=7, hidden_size=9)
 
 
@@ -41,8 +48,9 @@ def test_shapes_and_initial_state():
     assert th.equal(taken, actions)
 
 
-def test_step_by_step_filter_equals_observe():
-    rssm = make_rssm()
+@pytest.mark.parametrize("kind", KINDS)
+def test_step_by_step_filter_equals_observe(kind):
+    rssm = make_rssm(kind)
     embeds, actions, is_first = random_sequence()
     is_first[:, 0] = 1
     is_first[1, 3] = 1
@@ -58,9 +66,10 @@ def test_step_by_step_filter_equals_observe():
             th.testing.assert_close(a, b[:, t])
 
 
-def test_action_aligned_with_following_observation():
+@pytest.mark.parametrize("kind", KINDS)
+def test_action_aligned_with_following_observation(kind):
     """actions[:, t] is a_{t-1}: it changes the state at t, never the state before t."""
-    rssm = make_rssm()
+    rssm = make_rssm(kind)
     embeds, actions, is_first = random_sequence()
     changed = actions.clone()
     changed[:, 3] += 1.0
@@ -72,8 +81,9 @@ def test_action_aligned_with_following_observation():
     assert not th.allclose(a.deterministic[:, 3], b.deterministic[:, 3])
 
 
-def test_is_first_cuts_information_from_before():
-    rssm = make_rssm()
+@pytest.mark.parametrize("kind", KINDS)
+def test_is_first_cuts_information_from_before(kind):
+    rssm = make_rssm(kind)
     embeds, actions, is_first = random_sequence()
     other_embeds, other_actions, _ = random_sequence(seed=9)
     k = 3
@@ -180,3 +190,85 @@ def test_per_step_free_bits_gradient_only_above_the_threshold():
     loss, _ = kl_loss(gaussian_state(offsets, ones), gaussian_state(zeros, ones), "free_bits", free_bits=1.0)
     loss.backward()
     th.testing.assert_close(offsets.grad[0, 0], th.full((4,), 0.1 / 2))
+
+
+def categorical_state(log_probs: th.Tensor) -> CategoricalRSSMState:
+    lead = log_probs.shape[:-2]
+    return CategoricalRSSMState(th.zeros(*lead, 1), th.zeros(*lead, log_probs.shape[-2:].numel()), log_probs)
+
+
+def test_dyn_rep_kl_sends_each_term_to_its_side():
+    # DreamerV3: the dynamics term KL(sg(q) || p) trains only the prior, the representation term KL(q || sg(p))
+    # only the posterior, each clamped at free_bits per (batch, time) step and weighted by its scale
+    g = th.Generator().manual_seed(0)
+    raw_q, raw_p = 3 * th.randn(2, 3, 4, 5, generator=g), 3 * th.randn(2, 3, 4, 5, generator=g)
+
+    def grads(dyn_scale, rep_scale, free_bits=0.0):
+        q, p = raw_q.clone().requires_grad_(True), raw_p.clone().requires_grad_(True)
+        posterior, prior = (categorical_state(x.log_softmax(-1)) for x in (q, p))
+        loss, raw = kl_loss(posterior, prior, "dyn_rep", free_bits, dyn_scale=dyn_scale, rep_scale=rep_scale)
+        loss.backward()
+        return loss, raw, q.grad, p.grad
+
+    _, _, q_grad, p_grad = grads(1.0, 0.0)
+    assert q_grad.abs().sum() == 0 and p_grad.abs().sum() > 0
+    _, _, q_grad, p_grad = grads(0.0, 1.0)
+    assert q_grad.abs().sum() > 0 and p_grad.abs().sum() == 0
+    # together, with weights: the regular KL's gradients, each side scaled by its term's weight
+    _, _, q_regular, p_regular = grads(1.0, 1.0)
+    loss, raw, q_grad, p_grad = grads(0.5, 0.1)
+    th.testing.assert_close(q_grad, 0.1 * q_regular)
+    th.testing.assert_close(p_grad, 0.5 * p_regular)
+    kl = kl_divergence(Independent(OneHotCategorical(logits=raw_q), 1), Independent(OneHotCategorical(logits=raw_p), 1))
+    th.testing.assert_close(raw, kl.mean())
+    th.testing.assert_close(loss, 0.6 * kl.mean())
+
+
+def test_dyn_rep_kl_free_bits_per_step():
+    # step (0, 0) has KL 0 (same distributions): clamped to 1 nat, no gradient; the others are far above 1 nat
+    g = th.Generator().manual_seed(1)
+    raw_q, raw_p = 5 * th.randn(1, 2, 4, 5, generator=g), 5 * th.randn(1, 2, 4, 5, generator=g)
+    raw_q[0, 0] = raw_p[0, 0]
+    q, p = raw_q.clone().requires_grad_(True), raw_p.clone().requires_grad_(True)
+    loss, _ = kl_loss(categorical_state(q.log_softmax(-1)), categorical_state(p.log_softmax(-1)), "dyn_rep", 1.0)
+    loss.backward()
+    kl = kl_divergence(Independent(OneHotCategorical(logits=raw_q), 1), Independent(OneHotCategorical(logits=raw_p), 1))
+    assert kl[0, 0] < 1e-6 and kl[0, 1] > 1.0
+    th.testing.assert_close(loss, (0.5 + 0.1) * (1.0 + kl[0, 1]) / 2)
+    assert q.grad[0, 0].abs().sum() == 0 and p.grad[0, 0].abs().sum() == 0
+    assert q.grad[0, 1].abs().sum() > 0 and p.grad[0, 1].abs().sum() > 0
+
+
+def test_categorical_rssm_samples_one_hot_with_straight_through_gradient_and_unimix():
+    rssm = make_rssm("categorical")
+    embeds, actions, is_first = random_sequence()
+    posterior, prior = rssm.observe(embeds, actions, is_first)
+    assert posterior.deterministic.shape == (B, T, 8) and posterior.stochastic.shape == (B, T, 12)
+    assert posterior.log_probs.shape == prior.log_probs.shape == (B, T, 3, 4)
+    assert posterior.features.shape == (B, T, rssm.feature_size) == (B, T, 20)
+    one_hot = posterior.stochastic.detach().reshape(B, T, 3, 4)
+    assert th.all(one_hot.sum(-1) == 1) and th.all((one_hot == 0) | (one_hot == 1))
+    # the prior of observe() is the mode of its distribution; both are mixed with 1% uniform
+    th.testing.assert_close(prior.stochastic.reshape(B, T, 3, 4).argmax(-1), prior.log_probs.argmax(-1))
+    for state in (posterior, prior):
+        th.testing.assert_close(state.log_probs.exp().sum(-1), th.ones(B, T, 3))
+        assert state.log_probs.exp().min() >= 0.01 / 4 - 1e-7
+    # straight-through: the one-hot sample passes gradient to the posterior's parameters
+    (posterior.stochastic * th.randn_like(posterior.stochastic)).sum().backward()
+    assert rssm.posterior_head[-1].weight.grad.abs().sum() > 0
+
+
+def test_categorical_rssm_initial_state_actions_and_blocks():
+    rssm = make_rssm("categorical")
+    state = rssm.initial(B)
+    assert th.all(state.deterministic == 0) and th.all(state.stochastic == 0)
+    # actions outside [-1, 1] (unsquashed Normal samples) act as the clipped ones, as the env clips them
+    x = rssm.deterministic_step(state, th.tensor([[3.0, -0.5]]).expand(B, A))
+    th.testing.assert_close(x, rssm.deterministic_step(state, th.tensor([[1.0, -0.5]]).expand(B, A)))
+    with pytest.raises(ValueError, match="multiple of blocks=3"):
+        CategoricalRSSM(E, A, deterministic_size=8, blocks=3)
+    # the carried (h, s) of acting rebuild a state that steps like the original
+    posterior, _ = rssm.observe(*random_sequence())
+    last = type(posterior)(*(x[:, -1] for x in posterior))
+    carried = rssm.from_belief(last.deterministic, last.stochastic)
+    th.testing.assert_close(rssm.deterministic_step(carried, th.ones(B, A)), rssm.deterministic_step(last, th.ones(B, A)))

@@ -1,7 +1,8 @@
 """
-The policy base shared by PlaNet and Dreamer: a world model that filters observations into a belief
-state, and a recurrent ``predict`` that carries that state between calls the way sb3-contrib's
-``RecurrentPPO`` does, so ``evaluate_policy`` and ``EvalCallback`` work unchanged.
+The policy bases: a world model that filters observations into a belief state, and a recurrent ``predict``
+that carries that state between calls the way sb3-contrib's ``RecurrentPPO`` does, so ``evaluate_policy`` and
+``EvalCallback`` work unchanged (:class:`BeliefPolicy`, every policy's base); and the base of the policies on
+the Gaussian world model, PlaNet's and DreamerV1's (:class:`WorldModelPolicy`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from sb3_rssm.common.resize import ImageResizer
-from sb3_rssm.common.rssm import RSSMState
+from sb3_rssm.common.rssm import LatentState
 from sb3_rssm.common.spaces import check_action_space, one_hot_to_index, split_observation_space
-from sb3_rssm.common.world_model import WorldModel
+from sb3_rssm.common.world_model import WorldModel, WorldModelBase
 
 # (deterministic h, stochastic s, previous action) per env
 RecurrentState = tuple[th.Tensor, th.Tensor, th.Tensor]
@@ -54,40 +55,22 @@ def starts_tensor(episode_start: Optional[np.ndarray], n_envs: int, device: th.d
     return th.as_tensor(flags, device=device) if flags.any() else None
 
 
-class WorldModelPolicy(BasePolicy):
+class BeliefPolicy(BasePolicy):
     """
-    World model plus the acting loop on its belief state. Subclasses choose actions from the belief
-    (:meth:`_act`) and may add networks and optimizers (:meth:`_build`).
+    A world model plus the acting loop on its belief state: the base of every policy of this package. A subclass
+    builds its world model (:meth:`make_world_model`), chooses actions from the belief (:meth:`_act`) and may add
+    networks and optimizers (:meth:`_build`).
 
     The recurrent state passed through :meth:`predict` is a tuple of numpy arrays ``(h, s, a)`` of shapes
-    (n_envs, deterministic_size), (n_envs, stochastic_size) and (n_envs, action_size): the belief after the
+    (n_envs, deterministic_size), (n_envs, stochastic features) and (n_envs, action_size): the belief after the
     last observation and the action then taken (in the normalized space: [-1, 1] for Box, flattened; one-hot for
     Discrete). Where ``episode_start`` is true it is reset to zeros before the observation is filtered.
 
     :param observation_space: observation space
     :param action_space: Box (of any shape: the model acts on its flattened vector) or Discrete action space
     :param lr_schedule: learning-rate schedule of the world model
-    :param stochastic_size: RSSM stochastic state size
-    :param deterministic_size: RSSM GRU size
-    :param hidden_size: RSSM dense width
-    :param min_std: RSSM minimum standard deviation
-    :param cnn_depth: conv encoder/decoder depth
-    :param mlp_units: width of the vector encoder/decoder MLPs
-    :param mlp_layers: hidden layers of the vector encoder/decoder MLPs
-    :param reward_units: width of the reward (and continuation) head
-    :param reward_layers: hidden layers of the reward (and continuation) head
-    :param use_continuation: learn a continuation head from ``terminated``
-    :param kl_strategy: ``regular``, ``free_bits`` (Dreamer v1: on the batch mean), ``free_bits_per_step``
-        (PlaNet: on every step) or ``balanced``
-    :param free_bits: free nats
-    :param kl_balance_alpha: alpha of the balanced KL
-    :param kl_scale: weight of the KL term
-    :param reward_scale: weight of the reward log-likelihood
-    :param overshooting_distance: latent overshooting distance (0: off)
-    :param overshooting_kl_scale: weight of the latent-overshooting KL
-    :param activation_fn: activation of dense layers
-    :param cnn_activation_fn: activation of conv layers
-    :param image_bits: bits per image channel (8: Dreamer; PlaNet: 5, with dequantization noise in training)
+    :param world_model_kwargs: keyword arguments of :meth:`make_world_model`, which are constructor parameters of
+        the subclass (saved with the policy)
     :param exploration_noise: exploration of the collection policy (``deterministic=False``): Box actions
         get Normal(0, exploration_noise) noise, clipped to the bounds; Discrete actions are replaced by a
         uniformly random one with probability exploration_noise
@@ -97,35 +80,17 @@ class WorldModelPolicy(BasePolicy):
 
     # "vector", "image" or "dict": the observations the alias (MlpPolicy, ...) is meant for; None accepts all
     observation_kind: Optional[str] = None
+    world_model: WorldModelBase
 
     def __init__(
         self,
         observation_space: spaces.Space,
         action_space: spaces.Space,
         lr_schedule: Schedule,
-        stochastic_size: int = 30,
-        deterministic_size: int = 200,
-        hidden_size: int = 200,
-        min_std: float = 0.1,
-        cnn_depth: int = 32,
-        mlp_units: int = 400,
-        mlp_layers: int = 2,
-        reward_units: int = 400,
-        reward_layers: int = 2,
-        use_continuation: bool = False,
-        kl_strategy: str = "free_bits",
-        free_bits: float = 3.0,
-        kl_balance_alpha: float = 0.8,
-        kl_scale: float = 1.0,
-        reward_scale: float = 1.0,
-        overshooting_distance: int = 0,
-        overshooting_kl_scale: float = 1.0,
-        activation_fn: type[nn.Module] = nn.ELU,
-        cnn_activation_fn: type[nn.Module] = nn.ReLU,
-        image_bits: int = 8,
-        exploration_noise: float = 0.3,
-        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
-        optimizer_kwargs: Optional[dict[str, Any]] = None,
+        world_model_kwargs: dict[str, Any],
+        exploration_noise: float,
+        optimizer_class: type[th.optim.Optimizer],
+        optimizer_kwargs: Optional[dict[str, Any]],
     ) -> None:
         check_action_space(action_space)
         self.exploration_noise = exploration_noise
@@ -137,39 +102,22 @@ class WorldModelPolicy(BasePolicy):
             optimizer_kwargs=optimizer_kwargs,
             squash_output=isinstance(action_space, spaces.Box),
         )
-        self.world_model_kwargs = dict(
-            stochastic_size=stochastic_size,
-            deterministic_size=deterministic_size,
-            hidden_size=hidden_size,
-            min_std=min_std,
-            cnn_depth=cnn_depth,
-            mlp_units=mlp_units,
-            mlp_layers=mlp_layers,
-            reward_units=reward_units,
-            reward_layers=reward_layers,
-            use_continuation=use_continuation,
-            kl_strategy=kl_strategy,
-            free_bits=free_bits,
-            kl_balance_alpha=kl_balance_alpha,
-            kl_scale=kl_scale,
-            reward_scale=reward_scale,
-            overshooting_distance=overshooting_distance,
-            overshooting_kl_scale=overshooting_kl_scale,
-            activation_fn=activation_fn,
-            cnn_activation_fn=cnn_activation_fn,
-            image_bits=image_bits,
-        )
+        self.world_model_kwargs = world_model_kwargs
         # images of another size than the networks' (an eval env without the algorithm's wrappers) are resized
         self.image_resizer = ImageResizer(observation_space)
         # whether the last predict() call had neither state nor episode_start, and whether a second one in a
         # row was warned about (once per policy)
         self._last_predict_stateless = False
         self._warned_stateless_predict = False
-        self.world_model = WorldModel(observation_space, action_space, **self.world_model_kwargs)
+        self.world_model = self.make_world_model(observation_space, action_space, **world_model_kwargs)
         self.world_model_optimizer = self.optimizer_class(
             self.world_model.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
         )
         self._build()
+
+    def make_world_model(self, observation_space: spaces.Space, action_space: spaces.Space, **kwargs: Any) -> WorldModelBase:
+        """The world model, from the spaces and ``world_model_kwargs``."""
+        raise NotImplementedError
 
     def _check_observation_kind(self, observation_space: spaces.Space) -> None:
         images, _ = split_observation_space(observation_space)
@@ -199,9 +147,9 @@ class WorldModelPolicy(BasePolicy):
     def device(self) -> th.device:
         """
         Where the networks are. SB3's property walks the module tree to find a parameter, and acting reads it
-        every step: the GRU's weight is one attribute lookup (``.to()`` moves it like every parameter).
+        every step: the RSSM's answer is one attribute lookup (``.to()`` moves its parameters like every other).
         """
-        return self.world_model.rssm.gru.weight_hh.device
+        return self.world_model.rssm.device
 
     @property
     def optimizer_names(self) -> list[str]:
@@ -233,14 +181,14 @@ class WorldModelPolicy(BasePolicy):
 
     def filter(
         self, observation: PyTorchObs, state: RecurrentState, episode_start: Optional[th.Tensor], sample: bool
-    ) -> RSSMState:
+    ) -> LatentState:
         """
         Fold one observation per env into the belief: reset where ``episode_start`` (None: no env starts an
         episode, which skips the reset), then a posterior step with the previous action.
         """
         deterministic, stochastic, action = state
         rssm = self.world_model.rssm
-        previous = RSSMState(deterministic, stochastic, stochastic, th.ones_like(stochastic))
+        previous = rssm.from_belief(deterministic, stochastic)
         embed = self.world_model.encoder(observation)
         is_first = None if episode_start is None else episode_start.float()
         posterior, _ = rssm.observe_step(previous, action, embed, is_first, sample=sample, with_prior=False)
@@ -256,7 +204,7 @@ class WorldModelPolicy(BasePolicy):
         """
         return super().obs_to_tensor(self.image_resizer(observation, self.device))
 
-    def _act(self, latent: RSSMState, deterministic: bool) -> th.Tensor:
+    def _act(self, latent: LatentState, deterministic: bool) -> th.Tensor:
         """
         Choose actions from the belief, in the normalized action space (Box: [-1, 1]; Discrete: one-hot),
         before exploration noise.
@@ -366,3 +314,105 @@ class WorldModelPolicy(BasePolicy):
             self._warned_stateless_predict = True
             warnings.warn(STATELESS_PREDICT_WARNING, stacklevel=4)
         self._last_predict_stateless = stateless
+
+
+class WorldModelPolicy(BeliefPolicy):
+    """
+    The policy base of PlaNet and DreamerV1: a :class:`BeliefPolicy` on the Gaussian
+    :class:`~sb3_rssm.common.world_model.WorldModel`. Subclasses choose actions from the belief (:meth:`_act`)
+    and may add networks and optimizers (:meth:`_build`).
+
+    :param observation_space: observation space
+    :param action_space: Box (of any shape: the model acts on its flattened vector) or Discrete action space
+    :param lr_schedule: learning-rate schedule of the world model
+    :param stochastic_size: RSSM stochastic state size
+    :param deterministic_size: RSSM GRU size
+    :param hidden_size: RSSM dense width
+    :param min_std: RSSM minimum standard deviation
+    :param cnn_depth: conv encoder/decoder depth
+    :param mlp_units: width of the vector encoder/decoder MLPs
+    :param mlp_layers: hidden layers of the vector encoder/decoder MLPs
+    :param reward_units: width of the reward (and continuation) head
+    :param reward_layers: hidden layers of the reward (and continuation) head
+    :param use_continuation: learn a continuation head from ``terminated``
+    :param kl_strategy: ``regular``, ``free_bits`` (Dreamer v1: on the batch mean), ``free_bits_per_step``
+        (PlaNet: on every step) or ``balanced``
+    :param free_bits: free nats
+    :param kl_balance_alpha: alpha of the balanced KL
+    :param kl_scale: weight of the KL term
+    :param reward_scale: weight of the reward log-likelihood
+    :param overshooting_distance: latent overshooting distance (0: off)
+    :param overshooting_kl_scale: weight of the latent-overshooting KL
+    :param activation_fn: activation of dense layers
+    :param cnn_activation_fn: activation of conv layers
+    :param image_bits: bits per image channel (8: Dreamer; PlaNet: 5, with dequantization noise in training)
+    :param exploration_noise: see :class:`BeliefPolicy`
+    :param optimizer_class: optimizer of every network
+    :param optimizer_kwargs: keyword arguments of every optimizer (e.g. ``eps``)
+    """
+
+    world_model: WorldModel
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        stochastic_size: int = 30,
+        deterministic_size: int = 200,
+        hidden_size: int = 200,
+        min_std: float = 0.1,
+        cnn_depth: int = 32,
+        mlp_units: int = 400,
+        mlp_layers: int = 2,
+        reward_units: int = 400,
+        reward_layers: int = 2,
+        use_continuation: bool = False,
+        kl_strategy: str = "free_bits",
+        free_bits: float = 3.0,
+        kl_balance_alpha: float = 0.8,
+        kl_scale: float = 1.0,
+        reward_scale: float = 1.0,
+        overshooting_distance: int = 0,
+        overshooting_kl_scale: float = 1.0,
+        activation_fn: type[nn.Module] = nn.ELU,
+        cnn_activation_fn: type[nn.Module] = nn.ReLU,
+        image_bits: int = 8,
+        exploration_noise: float = 0.3,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: Optional[dict[str, Any]] = None,
+    ) -> None:
+        world_model_kwargs = dict(
+            stochastic_size=stochastic_size,
+            deterministic_size=deterministic_size,
+            hidden_size=hidden_size,
+            min_std=min_std,
+            cnn_depth=cnn_depth,
+            mlp_units=mlp_units,
+            mlp_layers=mlp_layers,
+            reward_units=reward_units,
+            reward_layers=reward_layers,
+            use_continuation=use_continuation,
+            kl_strategy=kl_strategy,
+            free_bits=free_bits,
+            kl_balance_alpha=kl_balance_alpha,
+            kl_scale=kl_scale,
+            reward_scale=reward_scale,
+            overshooting_distance=overshooting_distance,
+            overshooting_kl_scale=overshooting_kl_scale,
+            activation_fn=activation_fn,
+            cnn_activation_fn=cnn_activation_fn,
+            image_bits=image_bits,
+        )
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            world_model_kwargs,
+            exploration_noise,
+            optimizer_class,
+            optimizer_kwargs,
+        )
+
+    def make_world_model(self, observation_space: spaces.Space, action_space: spaces.Space, **kwargs: Any) -> WorldModel:
+        return WorldModel(observation_space, action_space, **kwargs)
