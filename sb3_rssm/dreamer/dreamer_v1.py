@@ -18,34 +18,11 @@ from torch import nn
 
 from sb3_rssm.common.buffers import SequenceReplayBuffer
 from sb3_rssm.common.networks import unit_gaussian_log_prob
+from sb3_rssm.common.returns import lambda_return
 from sb3_rssm.common.rssm import RSSMState
 from sb3_rssm.common.type_aliases import SequenceSamples
 from sb3_rssm.common.world_model_algorithm import WorldModelAlgorithm
 from sb3_rssm.dreamer.policies import CnnPolicy, DreamerPolicy, MlpPolicy, MultiInputPolicy
-
-
-def lambda_return(
-    rewards: th.Tensor, values: th.Tensor, discounts: th.Tensor, bootstrap: th.Tensor, lambda_: float
-) -> th.Tensor:
-    """
-    TD(lambda) returns along the last dimension:
-    ``R_t = r_t + d_t * ((1 - lambda) * v_{t+1} + lambda * R_{t+1})`` with ``R_H = bootstrap``.
-
-    :param rewards: (..., H) rewards r_t
-    :param values: (..., H) values v_t of the same states
-    :param discounts: (..., H) discounts d_t
-    :param bootstrap: (...) value after the last step
-    :param lambda_: lambda
-    :return: (..., H) returns
-    """
-    next_values = th.cat([values[..., 1:], bootstrap.unsqueeze(-1)], dim=-1)
-    inputs = rewards + discounts * next_values * (1.0 - lambda_)
-    returns = []
-    last = bootstrap
-    for t in reversed(range(rewards.shape[-1])):
-        last = inputs[..., t] + discounts[..., t] * lambda_ * last
-        returns.append(last)
-    return th.stack(returns[::-1], dim=-1)
 
 
 @contextmanager
