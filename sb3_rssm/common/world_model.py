@@ -1,6 +1,7 @@
 """
-The world model shared by PlaNet and Dreamer: observation encoder, RSSM, observation decoder,
-reward head and an optional continuation head, with its training loss.
+The world models: what every one offers (:class:`WorldModelBase`, with the open-loop prediction pictures), and
+the Gaussian world model of PlaNet and DreamerV1 (:class:`WorldModel`): observation encoder, RSSM, observation
+decoder, reward head and an optional continuation head, with its training loss.
 """
 
 from __future__ import annotations
@@ -18,12 +19,87 @@ from sb3_rssm.common.networks import (
     mlp,
     unit_gaussian_log_prob,
 )
-from sb3_rssm.common.rssm import KL_STRATEGIES, RSSM, RSSMState, free_bits_clamp, kl_loss
+from sb3_rssm.common.rssm import KL_STRATEGIES, RSSM, LatentState, RSSMBase, RSSMState, free_bits_clamp, kl_loss
 from sb3_rssm.common.spaces import action_size
 from sb3_rssm.common.type_aliases import SequenceSamples, TensorObs
 
 
-class WorldModel(nn.Module):
+class WorldModelBase(nn.Module):
+    """
+    What every world model of this package offers, whatever its RSSM and heads: an ``encoder``
+    (:class:`~sb3_rssm.common.networks.ObservationEncoder`), an ``rssm``
+    (:class:`~sb3_rssm.common.rssm.RSSMBase`), a ``decoder`` (:class:`~sb3_rssm.common.networks.ObservationDecoder`,
+    whose image predictions are in the encoder's input units, [-0.5, 0.5]) and a ``reward_head``; :meth:`loss`,
+    :meth:`reward` and :meth:`continuation`; and the open-loop prediction pictures built from them.
+    """
+
+    encoder: ObservationEncoder
+    rssm: RSSMBase
+    decoder: ObservationDecoder
+    reward_head: nn.Module
+
+    def reward(self, features: th.Tensor) -> th.Tensor:
+        """Mean predicted reward, shape of ``features`` without the last dimension."""
+        raise NotImplementedError
+
+    def continuation(self, features: th.Tensor) -> Optional[th.Tensor]:
+        """Probability that the episode goes on from these states, or None without a continuation head."""
+        raise NotImplementedError
+
+    def loss(self, batch: SequenceSamples) -> tuple[th.Tensor, dict[str, th.Tensor], LatentState]:
+        """
+        The world model's loss on a (batch, time) chunk.
+
+        :return: (loss, detached metrics, posterior states (batch, time, ...) for imagination)
+        """
+        raise NotImplementedError
+
+    @th.no_grad()
+    def open_loop_prediction(self, batch: SequenceSamples, context: int = 5) -> dict[str, th.Tensor]:
+        """
+        Reconstruct the first ``context`` steps from the posterior, then predict the rest open-loop with the
+        prior and the real actions (Dreamer's video prediction). Episode starts after the context are ignored.
+
+        :return: per image key, predictions in [0, 1] of shape (batch, time, C, H, W)
+        """
+        embeds = self.encoder(batch.observations)
+        context = min(context, embeds.shape[1])
+        posterior, _ = self.rssm.observe(embeds[:, :context], batch.actions[:, :context], batch.is_first[:, :context])
+        features = [posterior.features]
+        if context < embeds.shape[1]:
+            last = type(posterior)(*(x[:, -1] for x in posterior))
+            imagined, _ = self.rssm.imagine(last, batch.actions[:, context:])
+            features.append(imagined.features)
+        decoded = self.decoder(th.cat(features, dim=1))
+        return {key: (decoded[key] + 0.5).clamp(0.0, 1.0) for key in self.decoder.image_keys}
+
+    @th.no_grad()
+    def open_loop_strips(self, batch: SequenceSamples, n_sequences: int = 4, context: int = 5) -> dict[str, th.Tensor]:
+        """
+        Pictures of :meth:`open_loop_prediction` for the first ``n_sequences`` of ``batch``: per sequence three
+        rows, the real frames, the model's frames (reconstructions of the first ``context``, then open-loop
+        predictions) and their difference (grey: none); one column per time step.
+
+        :return: per image key, a (3 * n * H, T * W, 3) float image in [0, 1] (grayscale shown as RGB)
+        """
+        observations = batch.observations
+        if isinstance(observations, dict):
+            head: TensorObs = {key: value[:n_sequences] for key, value in observations.items()}
+        else:
+            head = observations[:n_sequences]
+        small = SequenceSamples(head, *(x[:n_sequences] for x in batch[1:]))
+        strips = {}
+        for key, predicted in self.open_loop_prediction(small, context).items():
+            real = (head[key] if isinstance(head, dict) else head).float() / 255.0
+            error = (predicted - real + 1.0) / 2.0
+            rows = th.stack([real, predicted, error], dim=1).flatten(0, 1)  # (3 * n, T, C, H, W)
+            rows = rows[:, :, :3] if rows.shape[2] >= 3 else rows[:, :, :1].expand(-1, -1, 3, -1, -1)
+            strips[key] = rows.permute(0, 3, 1, 4, 2).flatten(2, 3).flatten(0, 1)  # (3n * H, T * W, 3)
+        return strips
+
+
+
+class WorldModel(WorldModelBase):
     """
     Every module is built here, from the spaces, so that optimizers and ``save``/``load`` see all of them.
 
@@ -116,11 +192,9 @@ class WorldModel(nn.Module):
         )
 
     def reward(self, features: th.Tensor) -> th.Tensor:
-        """Mean predicted reward, shape of ``features`` without the last dimension."""
         return self.reward_head(features).squeeze(-1)
 
     def continuation(self, features: th.Tensor) -> Optional[th.Tensor]:
-        """Probability that the episode goes on from these states, or None without a continuation head."""
         if self.continuation_head is None:
             return None
         return th.sigmoid(self.continuation_head(features).squeeze(-1))
@@ -203,47 +277,3 @@ class WorldModel(nn.Module):
         if not terms:
             return th.zeros((), device=is_first.device)
         return th.stack(terms).mean()
-
-    @th.no_grad()
-    def open_loop_prediction(self, batch: SequenceSamples, context: int = 5) -> dict[str, th.Tensor]:
-        """
-        Reconstruct the first ``context`` steps from the posterior, then predict the rest open-loop with the
-        prior and the real actions (Dreamer's video prediction). Episode starts after the context are ignored.
-
-        :return: per image key, predictions in [0, 1] of shape (batch, time, C, H, W)
-        """
-        embeds = self.encoder(batch.observations)
-        context = min(context, embeds.shape[1])
-        posterior, _ = self.rssm.observe(embeds[:, :context], batch.actions[:, :context], batch.is_first[:, :context])
-        features = [posterior.features]
-        if context < embeds.shape[1]:
-            last = RSSMState(*(x[:, -1] for x in posterior))
-            imagined, _ = self.rssm.imagine(last, batch.actions[:, context:])
-            features.append(imagined.features)
-        decoded = self.decoder(th.cat(features, dim=1))
-        return {key: (decoded[key] + 0.5).clamp(0.0, 1.0) for key in self.decoder.image_keys}
-
-    @th.no_grad()
-    def open_loop_strips(self, batch: SequenceSamples, n_sequences: int = 4, context: int = 5) -> dict[str, th.Tensor]:
-        """
-        Pictures of :meth:`open_loop_prediction` for the first ``n_sequences`` of ``batch``: per sequence three
-        rows, the real frames, the model's frames (reconstructions of the first ``context``, then open-loop
-        predictions) and their difference (grey: none); one column per time step.
-
-        :return: per image key, a (3 * n * H, T * W, 3) float image in [0, 1] (grayscale shown as RGB)
-        """
-        observations = batch.observations
-        if isinstance(observations, dict):
-            head: TensorObs = {key: value[:n_sequences] for key, value in observations.items()}
-        else:
-            head = observations[:n_sequences]
-        small = SequenceSamples(head, *(x[:n_sequences] for x in batch[1:]))
-        strips = {}
-        for key, predicted in self.open_loop_prediction(small, context).items():
-            real = (head[key] if isinstance(head, dict) else head).float() / 255.0
-            error = (predicted - real + 1.0) / 2.0
-            rows = th.stack([real, predicted, error], dim=1).flatten(0, 1)  # (3 * n, T, C, H, W)
-            rows = rows[:, :, :3] if rows.shape[2] >= 3 else rows[:, :, :1].expand(-1, -1, 3, -1, -1)
-            strips[key] = rows.permute(0, 3, 1, 4, 2).flatten(2, 3).flatten(0, 1)  # (3n * H, T * W, 3)
-        return strips
-
