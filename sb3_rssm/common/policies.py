@@ -20,6 +20,7 @@ from torch import nn
 from sb3_rssm.common.resize import ImageResizer
 from sb3_rssm.common.rssm import RSSMState
 from sb3_rssm.common.spaces import check_action_space, one_hot_to_index, split_observation_space
+from sb3_rssm.common.update import OptimizerGroup
 from sb3_rssm.common.world_model import WorldModel
 
 # (deterministic h, stochastic s, previous action) per env
@@ -207,6 +208,10 @@ class WorldModelPolicy(BasePolicy):
     def optimizer_names(self) -> list[str]:
         """Attribute names of every optimizer, saved and restored with the model."""
         return ["world_model_optimizer"]
+
+    def optimizer_groups(self) -> list[OptimizerGroup]:
+        """Every optimizer with the parameters it trains (the update steps them after all losses are computed)."""
+        return [OptimizerGroup("model", "world model", self.world_model_optimizer, list(self.world_model.parameters()))]
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
