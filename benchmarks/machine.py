@@ -11,9 +11,11 @@ import time
 import torch as th
 
 
-def matmul_flops_per_s(size: int = 2048, warmup_s: float = 1.0, repeats: int = 20, device: str = "cpu") -> float:
+def matmul_flops_per_s(
+    size: int = 2048, warmup_s: float = 1.0, repeats: int = 20, device: str = "cpu", dtype: th.dtype = th.float32
+) -> float:
     """
-    Dense fp32 ``size x size`` matmul throughput with the current torch thread count.
+    Dense ``size x size`` matmul throughput (fp32 unless ``dtype`` says otherwise) with the current torch thread count.
 
     The CPU clock ramps up under load for a fraction of a second: without the warm-up the first
     products run about 10% slower, which would flatter every ratio to this figure.
@@ -22,9 +24,10 @@ def matmul_flops_per_s(size: int = 2048, warmup_s: float = 1.0, repeats: int = 2
     :param warmup_s: seconds of untimed products first
     :param repeats: timed products; the median is returned
     :param device: torch device to measure
+    :param dtype: element type of the matrices
     """
-    a = th.randn(size, size, device=device)
-    b = th.randn(size, size, device=device)
+    a = th.randn(size, size, device=device, dtype=dtype)
+    b = th.randn(size, size, device=device, dtype=dtype)
 
     def sync() -> None:
         if a.is_cuda:

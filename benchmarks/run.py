@@ -102,15 +102,22 @@ def environment(huge_pages: str | None) -> dict[str, str]:
 
 
 def peer_update(
-    python: str, obs: str, device: str, updates: int, precision: str | None = None, huge_pages: str | None = None
+    python: str,
+    obs: str,
+    device: str,
+    updates: int,
+    precision: str | None = None,
+    huge_pages: str | None = None,
+    script: pathlib.Path | None = None,
 ) -> tuple[float, dict[str, float]]:
     """
     TorchRL's update on the same work (and the same autocast), in its own interpreter, run alone after ours.
     It inherits this process's environment, huge pages included, unless ``huge_pages`` says otherwise.
 
+    :param script: the peer script (default: ../shared/bench/peer_torchrl_dreamer.py beside the repository)
     :return: median seconds of the whole update, and of its world-model, actor and value phases
     """
-    command = [python, str(PEER), "--obs", obs, "--batch", "50", "--seq", "50", "--horizon", "15"]
+    command = [python, str(script or PEER), "--obs", obs, "--batch", "50", "--seq", "50", "--horizon", "15"]
     command += ["--autocast", precision or "off"]
     command += ["--updates", str(updates), "--threads", str(th.get_num_threads()), "--device", device.split(":")[0]]
     result = subprocess.run(command, check=True, capture_output=True, text=True, env=environment(huge_pages))

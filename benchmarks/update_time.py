@@ -91,7 +91,7 @@ def run_phases(model: DreamerV1, batch: SequenceSamples) -> list[float]:
     times.append(now())
     model._train_value(features, returns, weights)
     # the three optimizers step together after the last backward pass: counted in the value phase
-    model._step_optimizers()
+    model.update.step()
     times.append(now())
     return times
 
@@ -109,6 +109,27 @@ def time_update(model: DreamerV1, batch: SequenceSamples, updates: int = 3) -> d
     return {f"{name}_s": statistics.median(values) for name, values in samples.items()}
 
 
+def time_whole_update(model: DreamerV1, batch: SequenceSamples, updates: int = 20, warmup: int = 5) -> float:
+    """
+    Median-free mean seconds of whole updates as training runs them (``model._update_runner``: eager, a captured CUDA
+    graph or torch.compile), after ``warmup`` untimed ones (enough for a capture's warm-up and the capture itself).
+    """
+    model.policy.set_training_mode(True)
+
+    def sync() -> None:
+        if model.device.type == "cuda":
+            th.cuda.synchronize()
+
+    for _ in range(warmup):
+        model._update_runner(batch)
+    sync()
+    start = time.perf_counter()
+    for _ in range(updates):
+        model._update_runner(batch)
+    sync()
+    return (time.perf_counter() - start) / updates
+
+
 def count_update_flops(model: DreamerV1, batch: SequenceSamples) -> dict[str, int]:
     """FLOPs of each phase of one update (forward and backward matmuls and convolutions)."""
     flops = {}
@@ -120,7 +141,7 @@ def count_update_flops(model: DreamerV1, batch: SequenceSamples) -> dict[str, in
     flops["actor"] = counter.total
     with FlopCounter(model.policy) as counter:
         model._train_value(features, returns, weights)
-    model._step_optimizers()
+    model.update.step()
     flops["value"] = counter.total
     return flops
 

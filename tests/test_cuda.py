@@ -52,3 +52,20 @@ def test_images_of_other_sizes_are_resized_on_the_gpu(algorithm):
     assert model.replay_buffer.observations.shape[2:] == (3, 64, 64)
     action, _ = model.predict(env.observation_space.sample(), episode_start=np.ones(1, bool), deterministic=True)
     assert action.shape == env.action_space.shape
+
+
+def test_captured_update_learns_and_skips_non_finite_updates(algorithm):
+    from sb3_rssm.common.update import NonFiniteUpdateError
+
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0, device="cuda", compile_update="cuda_graph")
+    model.learn(120)  # three eager warm-up updates, then the captured graph replayed
+    assert model._update_runner.graph is not None
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
+    before = [p.detach().clone() for p in model.policy.world_model.parameters()]
+    model.replay_buffer.rewards[:] = np.nan
+    model.max_nonfinite_updates = model.update.max_nonfinite_updates = 3
+    model.train(gradient_steps=2, batch_size=2)
+    assert model.logger.name_to_value["train/skipped_updates"] == 2
+    assert all(th.equal(a, b) for a, b in zip(before, model.policy.world_model.parameters()))
+    with pytest.raises(NonFiniteUpdateError, match="world model loss"):
+        model.train(gradient_steps=2, batch_size=2)

@@ -5,6 +5,7 @@ import pytest
 import torch as th
 from gymnasium import spaces
 
+from sb3_rssm.common import networks
 from sb3_rssm.common.networks import ConvDecoder, ConvEncoder, SquaredErrorSum, unit_gaussian_log_prob
 from sb3_rssm.common.type_aliases import SequenceSamples
 from sb3_rssm.common.world_model import WorldModel
@@ -189,7 +190,7 @@ def test_latent_overshooting_masks_episode_starts():
 @pytest.mark.parametrize("event_dims", [1, 3])
 def test_unit_gaussian_log_prob_matches_torch_distributions(event_dims, monkeypatch):
     # small chunks, so that several chunks and a ragged last one are exercised
-    monkeypatch.setattr(SquaredErrorSum, "CHUNK_ELEMENTS", 40)
+    monkeypatch.setattr(networks, "SQUARED_ERROR_CHUNK", 40)
     shape = (3, 5, 2, 4, 4) if event_dims == 3 else (3, 5, 7)
     g = th.Generator().manual_seed(0)
     # a channels-last mean against a contiguous target, as the conv decoder produces them
@@ -207,7 +208,7 @@ def test_unit_gaussian_log_prob_matches_torch_distributions(event_dims, monkeypa
     reference_grads = th.autograd.grad((reference * weights).sum(), (mean, target))
     for a, b in zip(grads, reference_grads):
         th.testing.assert_close(a, b)
-    assert th.autograd.gradcheck(lambda m, t: SquaredErrorSum.apply(m, t, event_dims), (mean, target))
+    assert th.autograd.gradcheck(lambda m, t: SquaredErrorSum.apply(m, t, event_dims, 40), (mean, target))
 
 
 def test_unit_gaussian_log_prob_of_a_bfloat16_mean_is_float32_with_a_bfloat16_gradient():

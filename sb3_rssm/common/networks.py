@@ -112,6 +112,11 @@ def preprocess_images(
     return {key: preprocess_image(obs[key], bits, dequantize) for key in image_keys}
 
 
+# elements per chunk of SquaredErrorSum's forward pass on CPU: about 1.5 MB of float32 temporaries for a 64x64x3
+# frame (a module constant: torch.compile cannot read attributes of an autograd.Function class)
+SQUARED_ERROR_CHUNK = 2**19
+
+
 class SquaredErrorSum(th.autograd.Function):
     """
     ``((target - mean) ** 2)`` summed over the last ``event_dims`` dimensions, with its gradient, without
@@ -125,17 +130,15 @@ class SquaredErrorSum(th.autograd.Function):
     ``(mean - target) * grad`` into the gradient's own buffer.
     """
 
-    # events per chunk: about 1.5 MB of float32 temporaries for a 64x64x3 frame
-    CHUNK_ELEMENTS = 2**19
-
     @staticmethod
-    def forward(ctx: Any, mean: th.Tensor, target: th.Tensor, event_dims: int) -> th.Tensor:
+    def forward(ctx: Any, mean: th.Tensor, target: th.Tensor, event_dims: int, chunk_elements: int) -> th.Tensor:
+        """:param chunk_elements: elements per chunk of the forward pass on CPU (:data:`SQUARED_ERROR_CHUNK`)"""
         lead = mean.shape[: mean.dim() - event_dims]
         means, targets = mean.reshape(-1, *mean.shape[len(lead) :]), target.reshape(-1, *mean.shape[len(lead) :])
         dims = tuple(range(1, event_dims + 1))
         dtype = th.promote_types(mean.dtype, target.dtype)
         event_size = max(1, math.prod(means.shape[1:]))
-        step = max(1, SquaredErrorSum.CHUNK_ELEMENTS // event_size if mean.device.type == "cpu" else len(means))
+        step = max(1, chunk_elements // event_size if mean.device.type == "cpu" else len(means))
         out = th.empty(means.shape[0], dtype=dtype, device=mean.device)
         for start in range(0, means.shape[0], step):
             chunk = targets[start : start + step].to(dtype) - means[start : start + step]
@@ -145,13 +148,20 @@ class SquaredErrorSum(th.autograd.Function):
         return out.reshape(lead)
 
     @staticmethod
-    def backward(ctx: Any, grad: th.Tensor) -> tuple[Optional[th.Tensor], Optional[th.Tensor], None]:
+    def backward(ctx: Any, grad: th.Tensor) -> tuple[Optional[th.Tensor], Optional[th.Tensor], None, None]:
         mean, target = ctx.saved_tensors
         grad = grad.reshape(*grad.shape, *([1] * ctx.event_dims))
         # d/dmean (target - mean)^2 = 2 (mean - target)
         grad_mean = th.sub(mean, target).mul_(2.0 * grad)
         grad_target = -grad_mean if ctx.needs_input_grad[1] else None
-        return (grad_mean.to(mean.dtype) if ctx.needs_input_grad[0] else None), grad_target, None
+        return (grad_mean.to(mean.dtype) if ctx.needs_input_grad[0] else None), grad_target, None, None
+
+
+def squared_error_sum(mean: th.Tensor, target: th.Tensor, event_dims: int = 0) -> th.Tensor:
+    """``(target - mean) ** 2`` summed over the last ``event_dims`` dimensions, by :class:`SquaredErrorSum`."""
+    if event_dims:
+        return SquaredErrorSum.apply(mean, target, event_dims, SQUARED_ERROR_CHUNK)
+    return (target - mean).square()
 
 
 def unit_gaussian_log_prob(mean: th.Tensor, target: th.Tensor, event_dims: int = 0) -> th.Tensor:
@@ -160,11 +170,8 @@ def unit_gaussian_log_prob(mean: th.Tensor, target: th.Tensor, event_dims: int =
     ``event_dims`` dimensions: what ``Independent(Normal(mean, 1), event_dims).log_prob(target)`` computes,
     with the sum over events by :class:`SquaredErrorSum` (it matters for a batch of 2,500 decoded frames).
     """
-    if event_dims:
-        squared = SquaredErrorSum.apply(mean, target, event_dims)
-    else:
-        squared = (target - mean).square()
-    size = int(np.prod(mean.shape[mean.dim() - event_dims :])) if event_dims else 1
+    squared = squared_error_sum(mean, target, event_dims)
+    size = math.prod(mean.shape[mean.dim() - event_dims :]) if event_dims else 1
     return -0.5 * squared - 0.5 * size * math.log(2 * math.pi)
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from sb3_rssm.common.resize import ImageResizer
 from sb3_rssm.common.rssm import LatentState
 from sb3_rssm.common.spaces import check_action_space, one_hot_to_index, split_observation_space
+from sb3_rssm.common.update import OptimizerGroup
 from sb3_rssm.common.world_model import WorldModel, WorldModelBase
 
 # (deterministic h, stochastic s, previous action) per env
@@ -155,6 +156,10 @@ class BeliefPolicy(BasePolicy):
     def optimizer_names(self) -> list[str]:
         """Attribute names of every optimizer, saved and restored with the model."""
         return ["world_model_optimizer"]
+
+    def optimizer_groups(self) -> list[OptimizerGroup]:
+        """Every optimizer with the parameters it trains (the update steps them after all losses are computed)."""
+        return [OptimizerGroup("model", "world model", self.world_model_optimizer, list(self.world_model.parameters()))]
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()

@@ -82,6 +82,8 @@ class WorldModelBase(nn.Module):
 
         :return: per image key, a (3 * n * H, T * W, 3) float image in [0, 1] (grayscale shown as RGB)
         """
+        if not self.decoder.image_keys:
+            return {}
         observations = batch.observations
         if isinstance(observations, dict):
             head: TensorObs = {key: value[:n_sequences] for key, value in observations.items()}

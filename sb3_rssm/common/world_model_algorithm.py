@@ -15,7 +15,6 @@ import pathlib
 import pickle
 import time
 import warnings
-from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any, ClassVar, Optional, TypeVar, Union
 
@@ -30,18 +29,22 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import load_from_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, RolloutReturn, Schedule, TrainFreq, TrainFrequencyUnit
-from stable_baselines3.common.utils import should_collect_more_steps, update_learning_rate
+from stable_baselines3.common.utils import should_collect_more_steps
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecNormalize, unwrap_vec_wrapper
 
 from sb3_rssm.common.buffers import SequenceReplayBuffer
 from sb3_rssm.common.checkpoint import SavePath, capture_rng_state, missing_file_error, read_saved_data, restore_rng_state
-from sb3_rssm.common.policies import RecurrentState, WorldModelPolicy, starts_tensor
+from sb3_rssm.common.policies import BeliefPolicy, RecurrentState, starts_tensor
 from sb3_rssm.common.resize import ResizedVecNormalize, VecResizeImage, resized_observation_space
-from sb3_rssm.common.rssm import RSSMState
+from sb3_rssm.common.rssm import LatentState
 from sb3_rssm.common.spaces import IMAGE_SIZE, actions_to_model, check_action_space, split_observation_space
 from sb3_rssm.common.type_aliases import SequenceSamples
+from sb3_rssm.common.update import CapturedUpdate, GradientUpdate, NonFiniteUpdateError, make_capturable, set_learning_rate
+
+__all__ = ["EnvWorkerError", "NonFiniteUpdateError", "WorldModelAlgorithm"]
 
 MIXED_PRECISION = {None: None, "bf16": th.bfloat16, "fp16": th.float16}
+COMPILE_UPDATE = (None, "cuda_graph", "reduce-overhead")
 
 SelfWorldModelAlgorithm = TypeVar("SelfWorldModelAlgorithm", bound="WorldModelAlgorithm")
 
@@ -52,7 +55,7 @@ def closest(name: str, candidates: Iterable[str]) -> list[str]:
     return [by_lower[match] for match in difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)]
 
 
-def policy_parameters(policy_class: type[WorldModelPolicy]) -> list[str]:
+def policy_parameters(policy_class: type[BeliefPolicy]) -> list[str]:
     """
     The keyword arguments ``policy_kwargs`` may hold for ``policy_class``: the parameters of its ``__init__`` and,
     where that forwards ``**kwargs``, of its bases' (but the three the algorithm passes itself).
@@ -67,10 +70,6 @@ def policy_parameters(policy_class: type[WorldModelPolicy]) -> list[str]:
             break
     passed_by_the_algorithm = {"self", "observation_space", "action_space", "lr_schedule"}
     return sorted(set(names) - passed_by_the_algorithm)
-
-
-class NonFiniteUpdateError(RuntimeError):
-    """Training produced non-finite losses or gradients too many updates in a row."""
 
 
 class EnvWorkerError(RuntimeError):
@@ -103,8 +102,14 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         ``"fp16"``: float16 autocast with dynamic loss scaling (``torch.amp.GradScaler``), for GPUs without
         fast bfloat16 (V100, T4); an update whose scaled gradients overflow is skipped and the scale lowered,
         as loss scaling intends, and is counted in ``train/overflow_skips``, not as a non-finite update.
+    :param compile_update: how the update runs. ``None`` (default): eagerly. ``"cuda_graph"`` (CUDA only): the whole
+        update (losses, backward passes, clipping, the three optimizers' steps) captured as one CUDA graph after three
+        eager warm-up updates and replayed on every batch, which removes the kernel launches that bound the eager
+        update on a GPU; needs fixed batch shapes and Adam/AdamW (made ``capturable``). ``"reduce-overhead"``:
+        ``torch.compile(update, mode="reduce-overhead")``. Both are off by default until measured better on a GPU
+        (docs/benchmarks.md); on a CPU ``torch.compile`` made the update slower.
     :param max_nonfinite_updates: stop with an error after this many updates in a row with a
-        non-finite loss or gradient (each is skipped, parameters untouched)
+        non-finite loss or gradient (each is skipped, parameters untouched); checked once per training phase
     :param log_prediction_interval: for image observations, log an open-loop prediction strip (real frames,
         reconstructions of 5 context frames then open-loop predictions, error) as the TensorBoard image
         ``train/open_loop`` at the end of the first training phase, then every this many updates (0: never)
@@ -119,14 +124,14 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
     :param _init_setup_model: build the networks at construction
     """
 
-    policy: WorldModelPolicy
+    policy: BeliefPolicy
     replay_buffer: SequenceReplayBuffer
     #: every policy of this algorithm subclasses it; ``load`` refuses files saved with another policy
-    policy_base: ClassVar[type[WorldModelPolicy]] = WorldModelPolicy
+    policy_base: ClassVar[type[BeliefPolicy]] = BeliefPolicy
 
     def __init__(
         self,
-        policy: Union[str, type[WorldModelPolicy]],
+        policy: Union[str, type[BeliefPolicy]],
         env: Union[GymEnv, str, None],
         learning_rate: Union[float, Schedule],
         buffer_size: int = 1_000_000,
@@ -138,6 +143,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         max_grad_norm: float = 100.0,
         max_nonfinite_updates: int = 10,
         mixed_precision: Optional[str] = None,
+        compile_update: Optional[str] = None,
         log_prediction_interval: int = 1000,
         replay_buffer_class: Optional[type[SequenceReplayBuffer]] = None,
         replay_buffer_kwargs: Optional[dict[str, Any]] = None,
@@ -187,19 +193,24 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
                 "or 'fp16' (float16 autocast with loss scaling)."
             )
         self.mixed_precision = mixed_precision
+        if compile_update not in COMPILE_UPDATE:
+            raise ValueError(
+                f"compile_update={compile_update!r} is not supported: use None (eager), 'cuda_graph' (the whole update "
+                "captured as one CUDA graph) or 'reduce-overhead' (torch.compile's mode of that name)."
+            )
+        self.compile_update = compile_update
         # float16's loss scaler: built in _setup_model; its state travels in saves as plain numbers
         self.grad_scaler: Optional[th.amp.GradScaler] = None
         self._grad_scaler_state: Optional[dict[str, Any]] = None
-        self._overflows_this_step = self._unscaled_this_step = False
+        # the update machinery (built in _setup_model, not saved), and what compile_update builds around it
+        self.update: Optional[GradientUpdate] = None
+        self._update_runner: Optional[Any] = None
         self.log_prediction_interval = log_prediction_interval
         # whether this model object logged an open-loop image yet (not saved: a resumed run logs one at once too)
         self._open_loop_logged = False
         self._filter_state: Optional[RecurrentState] = None
+        # non-finite updates in a row at the end of the last training phase (saved: a resumed run continues the count)
         self._nonfinite_in_a_row = 0
-        self._first_nonfinite: Optional[str] = None
-        self._skipped_this_step = False
-        # optimizers whose gradients are ready for this update's steps (see _backward)
-        self._ready_optimizers: list[th.optim.Optimizer] = []
         # gradient steps that the last finished collection phase still owes (saved with the model, see learn)
         self._pending_gradient_steps = 0
         # the "training skipped: no full sequence yet" warning is given once per model object (not saved)
@@ -307,6 +318,41 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
             raise
         self._filter_state = None
         self.grad_scaler = th.amp.GradScaler(self.device.type) if self.mixed_precision == "fp16" else None
+        self._build_update()
+
+    def _build_update(self) -> None:
+        """
+        The update machinery over the policy's optimizer groups (:class:`~sb3_rssm.common.update.GradientUpdate`),
+        and, with ``compile_update``, what runs it: a captured CUDA graph or ``torch.compile``.
+        """
+        capture = self.compile_update == "cuda_graph"
+        if capture:
+            if self.device.type != "cuda":
+                raise ValueError(
+                    f"compile_update='cuda_graph' captures the update as a CUDA graph and needs device='cuda' (this model "
+                    f"is on {self.device}). On a CPU leave compile_update=None."
+                )
+            if self.mixed_precision == "fp16":
+                raise ValueError(
+                    "compile_update='cuda_graph' cannot capture float16 loss scaling (GradScaler decides on the host): "
+                    "use mixed_precision='bf16' or None with it."
+                )
+            for group in self.policy.optimizer_groups():
+                make_capturable(group.optimizer)
+        self.update = GradientUpdate(
+            self.policy.optimizer_groups(),
+            self.max_grad_norm,
+            self.max_nonfinite_updates,
+            self.grad_scaler,
+            self._nonfinite_in_a_row,
+            static_gradients=capture,
+        )
+        if capture:
+            self._update_runner = CapturedUpdate(self._update_once)
+        elif self.compile_update == "reduce-overhead":
+            self._update_runner = th.compile(self._update_once, mode="reduce-overhead")
+        else:
+            self._update_runner = self._update_once
 
     def load_replay_buffer(self, path: Union[str, pathlib.Path, io.BufferedIOBase], truncate_last_traj: bool = True) -> None:
         """
@@ -362,7 +408,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
     def _excluded_save_params(self) -> list[str]:
         # the belief state belongs to the collection env's current episodes, not to the model; the
         # once-per-model flags start afresh in a loaded model
-        excluded = ["_filter_state", "grad_scaler", "_ready_optimizers", "_warned_short_buffer", "_open_loop_logged"]
+        excluded = ["_filter_state", "grad_scaler", "update", "_update_runner", "_warned_short_buffer", "_open_loop_logged"]
         return [*super()._excluded_save_params(), *excluded]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
@@ -436,13 +482,18 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         """Context of the training forward passes: autocast to ``mixed_precision``'s type, if any."""
         if self.mixed_precision is None:
             return contextlib.nullcontext()
-        return th.autocast(device_type=self.device.type, dtype=MIXED_PRECISION[self.mixed_precision])
+        # autocast's cache of cast weights must not outlive a captured graph's replay
+        return th.autocast(
+            device_type=self.device.type,
+            dtype=MIXED_PRECISION[self.mixed_precision],
+            cache_enabled=self.compile_update is None,
+        )
 
     def _update_learning_rates(self) -> None:
         for name, optimizer, schedule in self._optimizer_schedules():
             learning_rate = schedule(self._current_progress_remaining)
             self.logger.record(f"train/{name}", learning_rate)
-            update_learning_rate(optimizer, learning_rate)
+            set_learning_rate(optimizer, learning_rate)
 
     # ---- collection -------------------------------------------------------------------------
 
@@ -628,126 +679,75 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
 
     # ---- training ---------------------------------------------------------------------------
 
-    def _backward(
-        self, phase: str, loss: th.Tensor, optimizer: th.optim.Optimizer, parameters: Iterable[th.nn.Parameter]
-    ) -> Optional[th.Tensor]:
+    def _train_world_model(self, batch: SequenceSamples) -> tuple[LatentState, dict[str, th.Tensor]]:
         """
-        Backward pass and clip of one loss. Its optimizer steps later, in :meth:`_step_optimizers`, after every
-        loss of the update has been computed (as the reference implementations apply their optimizers), unless
-        the loss or the gradient is non-finite: then the step is skipped (parameters untouched) and counted.
-        With float16's loss scaling, non-finite gradients are first an overflow of the scaled gradients: the
-        scaler skips the step and lowers its scale (counted apart); only once the scale is down to 1 do they
-        count as non-finite.
-
-        :return: the gradient norm before clipping, or None when skipped
-        """
-        parameters = list(parameters)
-        optimizer.zero_grad(set_to_none=True)
-        if not th.isfinite(loss):
-            self._record_nonfinite(f"{phase} loss")
-            return None
-        scaler = self.grad_scaler
-        if scaler is None:
-            loss.backward()
-        else:
-            scaler.scale(loss).backward()
-            # clipping needs the true gradients
-            scaler.unscale_(optimizer)
-            self._unscaled_this_step = True
-        grad_norm = th.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm)
-        if not th.isfinite(grad_norm):
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None and scaler.get_scale() > 1.0:
-                self._overflows_this_step = True
-            else:
-                self._record_nonfinite(f"{phase} gradient")
-            return None
-        self._ready_optimizers.append(optimizer)
-        return grad_norm.detach()
-
-    def _step_optimizers(self) -> None:
-        """Step every optimizer whose gradients :meth:`_backward` accepted in this update."""
-        for optimizer in self._ready_optimizers:
-            if self.grad_scaler is None:
-                optimizer.step()
-            else:
-                self.grad_scaler.step(optimizer)
-        self._ready_optimizers.clear()
-
-    def _record_nonfinite(self, where: str) -> None:
-        self._skipped_this_step = True
-        if self._first_nonfinite is None:
-            self._first_nonfinite = f"{where} at update {self._n_updates} (num_timesteps={self.num_timesteps})"
-
-    def _train_world_model(self, batch: SequenceSamples) -> tuple[RSSMState, dict[str, th.Tensor]]:
-        """
-        The world model's loss and backward pass (its optimizer steps in :meth:`_step_optimizers`).
+        The world model's loss and backward pass (its optimizer steps with the others, in ``update.step()``).
 
         :return: the posterior states (detached) and metrics
         """
-        world_model = self.policy.world_model
         with self._autocast():
-            loss, metrics, posterior = world_model.loss(batch)
-        grad_norm = self._backward("world model", loss, self.policy.world_model_optimizer, world_model.parameters())
-        if grad_norm is not None:
-            metrics["model_grad_norm"] = grad_norm
+            loss, metrics, posterior = self.policy.world_model.loss(batch)
+        self.update.backward(loss, "model")
         return posterior.detach(), metrics
 
     def _train_step(self, batch: SequenceSamples) -> dict[str, th.Tensor]:
         """The losses and backward passes of one update (the optimizers step after it); returns detached scalar metrics."""
         raise NotImplementedError
 
+    def _update_once(self, batch: SequenceSamples) -> None:
+        """
+        One whole update: losses, backward passes, clipping and the gated optimizer steps, with its metrics kept on
+        the device. Nothing in it waits for the device (see :mod:`sb3_rssm.common.update`), so it can be captured.
+        """
+        self.update.finish(self._train_step(batch))
+
     def train(self, gradient_steps: int, batch_size: int) -> None:
+        """
+        ``gradient_steps`` updates on batches sampled from the replay buffer, then the phase's metrics logged (read
+        from the device once). A run of ``max_nonfinite_updates`` skipped updates raises
+        :class:`~sb3_rssm.common.update.NonFiniteUpdateError` here, at the end of the phase (the updates after the
+        one that reached the limit are not applied).
+
+        :param gradient_steps: updates to run
+        :param batch_size: sequences per batch
+        """
+        assert self.update is not None and self._update_runner is not None
         self.policy.set_training_mode(True)
         self._update_learning_rates()
-        sums: dict[str, list[th.Tensor]] = defaultdict(list)
-        skipped = overflows = 0
+        first_update = self._n_updates
         start = time.perf_counter()
-        for _ in range(gradient_steps):
+        for step in range(gradient_steps):
             batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
-            self._skipped_this_step = self._overflows_this_step = self._unscaled_this_step = False
-            metrics = self._train_step(batch)
-            self._step_optimizers()
-            # (the scaler cannot update without a gradient it checked: not when every loss was non-finite)
-            if self.grad_scaler is not None and self._unscaled_this_step:
-                # once per update, after every optimizer's step: lowers the scale after an overflow
-                self.grad_scaler.update()
-                overflows += self._overflows_this_step
-            self._n_updates += 1
-            if self._skipped_this_step:
-                skipped += 1
-                self._nonfinite_in_a_row += 1
-                if self._nonfinite_in_a_row >= self.max_nonfinite_updates:
-                    raise NonFiniteUpdateError(
-                        f"{self._nonfinite_in_a_row} updates in a row had non-finite losses or gradients and were skipped "
-                        f"(first: {self._first_nonfinite}). Check the rewards and observations (VecCheckNan), lower the "
-                        "learning rates, or raise max_nonfinite_updates."
-                    )
-            else:
-                self._nonfinite_in_a_row = 0
-                self._first_nonfinite = None
-            for key, value in metrics.items():
-                sums[key].append(value)
-            if self.log_prediction_interval > 0 and self._n_updates % self.log_prediction_interval == 0:
+            self._update_runner(batch)
+            if self.log_prediction_interval > 0 and (first_update + step + 1) % self.log_prediction_interval == 0:
                 self._log_open_loop(batch)
-        elapsed = time.perf_counter() - start
         # a first image at the end of the first training phase: a short run shows one too
         if self.log_prediction_interval > 0 and gradient_steps > 0 and not self._open_loop_logged:
             self._log_open_loop(batch)
+        report = self.update.read(first_update, self.num_timesteps)
+        elapsed = time.perf_counter() - start
+        self._n_updates = first_update + report.updates
+        self._nonfinite_in_a_row = report.nonfinite_in_a_row
+        if report.error is not None:
+            raise NonFiniteUpdateError(report.error)
         self.policy.set_training_mode(False)
-        for key, values in sums.items():
-            self.logger.record(f"train/{key}", th.stack(values).float().mean().item())
+        for key, value in report.metrics.items():
+            self.logger.record(f"train/{key}", value)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/skipped_updates", skipped)
+        self.logger.record("train/skipped_updates", report.skipped)
         if self.grad_scaler is not None:
-            self.logger.record("train/overflow_skips", overflows)
+            self.logger.record("train/overflow_skips", report.overflows)
             self.logger.record("train/grad_scale", self.grad_scaler.get_scale())
         self.logger.record("time/updates_per_s", gradient_steps / max(elapsed, 1e-9))
 
     def _log_open_loop(self, batch: SequenceSamples, n_sequences: int = 4) -> None:
         """Log the open-loop prediction strip of the first ``n_sequences`` of ``batch`` (image observations only)."""
         self._open_loop_logged = True
-        for key, strip in self.policy.world_model.open_loop_strips(batch, n_sequences).items():
+        # the prediction samples latents: on a generator of its own, so that logging never changes what training draws
+        # (a resumed run logs one image more than an uninterrupted one, and must still draw the same numbers)
+        with th.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            strips = self.policy.world_model.open_loop_strips(batch, n_sequences)
+        for key, strip in strips.items():
             name = "train/open_loop" if key == "observation" else f"train/open_loop/{key}"
             self.logger.record(name, Image(strip.cpu().numpy(), "HWC"), exclude=("stdout", "log", "json", "csv"))
 

@@ -7,35 +7,21 @@ learned dynamics.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Any, ClassVar, Optional, Union
 
 import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
-from torch import nn
+from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_rssm.common.buffers import SequenceReplayBuffer
 from sb3_rssm.common.networks import unit_gaussian_log_prob
 from sb3_rssm.common.returns import lambda_return
 from sb3_rssm.common.rssm import RSSMState
 from sb3_rssm.common.type_aliases import SequenceSamples
+from sb3_rssm.common.update import set_learning_rate
 from sb3_rssm.common.world_model_algorithm import WorldModelAlgorithm
 from sb3_rssm.dreamer.policies import CnnPolicy, DreamerPolicy, MlpPolicy, MultiInputPolicy
-
-
-@contextmanager
-def frozen(*modules: nn.Module):
-    """Let gradients flow through ``modules`` to their inputs without computing gradients of their weights."""
-    parameters = [p for m in modules for p in m.parameters() if p.requires_grad]
-    for p in parameters:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in parameters:
-            p.requires_grad_(True)
 
 
 class DreamerV1(WorldModelAlgorithm):
@@ -62,6 +48,8 @@ class DreamerV1(WorldModelAlgorithm):
     :param max_grad_norm: gradient-norm clip of each optimizer
     :param max_nonfinite_updates: see :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
     :param mixed_precision: ``None``, ``"bf16"`` or ``"fp16"``, see
+        :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
+    :param compile_update: ``None``, ``"cuda_graph"`` or ``"reduce-overhead"``, see
         :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
     :param log_prediction_interval: updates between open-loop prediction images (image observations; 0: never)
     :param replay_buffer_class: a :class:`~sb3_rssm.common.buffers.SequenceReplayBuffer` subclass
@@ -102,6 +90,7 @@ class DreamerV1(WorldModelAlgorithm):
         max_grad_norm: float = 100.0,
         max_nonfinite_updates: int = 10,
         mixed_precision: Optional[str] = None,
+        compile_update: Optional[str] = None,
         log_prediction_interval: int = 1000,
         replay_buffer_class: Optional[type[SequenceReplayBuffer]] = None,
         replay_buffer_kwargs: Optional[dict[str, Any]] = None,
@@ -126,6 +115,7 @@ class DreamerV1(WorldModelAlgorithm):
             max_grad_norm=max_grad_norm,
             max_nonfinite_updates=max_nonfinite_updates,
             mixed_precision=mixed_precision,
+            compile_update=compile_update,
             log_prediction_interval=log_prediction_interval,
             replay_buffer_class=replay_buffer_class,
             replay_buffer_kwargs=replay_buffer_kwargs,
@@ -147,7 +137,7 @@ class DreamerV1(WorldModelAlgorithm):
     def _setup_model(self) -> None:
         super()._setup_model()
         for _, optimizer, schedule in self._optimizer_schedules():
-            update_learning_rate(optimizer, schedule(1.0))
+            set_learning_rate(optimizer, schedule(1.0))
 
     def _optimizer_schedules(self) -> list[tuple[str, th.optim.Optimizer, Schedule]]:
         return [
@@ -201,25 +191,18 @@ class DreamerV1(WorldModelAlgorithm):
 
         :return: imagined features (N, H, F), lambda-returns (N, H-1), weights (N, H-1), metrics
         """
-        policy = self.policy
-        # the actor's gradient flows through the model and the value net, but only the actor is updated
-        with frozen(policy.world_model, policy.value), self._autocast():
+        # the actor's gradient flows through the model and the value net, but only the actor's is kept
+        with self._autocast():
             features, returns, weights, entropy = self.imagine(posterior.flatten())
             actor_loss = -(weights * returns).mean()
-        grad_norm = self._backward("actor", actor_loss, policy.actor_optimizer, policy.actor.parameters())
+        self.update.backward(actor_loss, "actor")
         metrics = dict(actor_loss=actor_loss.detach(), actor_entropy=entropy.mean(), imagined_return=returns.mean().detach())
-        if grad_norm is not None:
-            metrics["actor_grad_norm"] = grad_norm
         return features, returns, weights, metrics
 
     def _train_value(self, features: th.Tensor, returns: th.Tensor, weights: th.Tensor) -> dict[str, th.Tensor]:
         """The value loss and backward pass: regress the value of each imagined state (but the last) onto its lambda-return."""
-        policy = self.policy
         with self._autocast():
-            value_prediction = policy.predict_value(features[:, :-1].detach()).float()
+            value_prediction = self.policy.predict_value(features[:, :-1].detach()).float()
         value_loss = -(weights * unit_gaussian_log_prob(value_prediction, returns.detach())).mean()
-        grad_norm = self._backward("value", value_loss, policy.value_optimizer, policy.value.parameters())
-        metrics = dict(value_loss=value_loss.detach(), imagined_value=value_prediction.mean().detach())
-        if grad_norm is not None:
-            metrics["value_grad_norm"] = grad_norm
-        return metrics
+        self.update.backward(value_loss, "value")
+        return dict(value_loss=value_loss.detach(), imagined_value=value_prediction.mean().detach())

@@ -19,6 +19,7 @@ from sb3_rssm.common.networks import mlp
 from sb3_rssm.common.policies import WorldModelPolicy
 from sb3_rssm.common.rssm import RSSMState
 from sb3_rssm.common.spaces import action_size
+from sb3_rssm.common.update import OptimizerGroup
 
 
 class Actor(nn.Module):
@@ -168,6 +169,13 @@ class DreamerPolicy(WorldModelPolicy):
     @property
     def optimizer_names(self) -> list[str]:
         return [*super().optimizer_names, "actor_optimizer", "value_optimizer"]
+
+    def optimizer_groups(self) -> list[OptimizerGroup]:
+        return [
+            *super().optimizer_groups(),
+            OptimizerGroup("actor", "actor", self.actor_optimizer, list(self.actor.parameters())),
+            OptimizerGroup("value", "value", self.value_optimizer, list(self.value.parameters())),
+        ]
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()

@@ -12,7 +12,7 @@ from gymnasium import spaces
 
 from sb3_rssm.common.categorical_rssm import CategoricalRSSM, CategoricalRSSMState
 from sb3_rssm.common.distributions import TwoHot
-from sb3_rssm.common.networks import SquaredErrorSum
+from sb3_rssm.common.networks import squared_error_sum
 from sb3_rssm.common.networks_v3 import ObservationDecoderV3, ObservationEncoderV3, normed_mlp
 from sb3_rssm.common.rssm import kl_loss
 from sb3_rssm.common.spaces import action_size
@@ -116,7 +116,7 @@ class DreamerV3WorldModel(WorldModelBase):
         means = self.decoder(features)
         targets = self.decoder.targets(batch.observations, images, means)
         for key, mean in means.items():
-            squared_error = SquaredErrorSum.apply(mean, targets[key], len(self.decoder.shapes[key])).float().mean()
+            squared_error = squared_error_sum(mean, targets[key], len(self.decoder.shapes[key])).float().mean()
             metrics[f"reconstruction_loss/{key}"] = squared_error.detach()
             loss = loss + squared_error
         reward_loss = self.two_hot.loss(self.reward_head(features), batch.rewards).mean()

@@ -43,6 +43,8 @@ class PlaNet(WorldModelAlgorithm):
     :param max_nonfinite_updates: see :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
     :param mixed_precision: ``None``, ``"bf16"`` or ``"fp16"``, see
         :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
+    :param compile_update: ``None``, ``"cuda_graph"`` or ``"reduce-overhead"``, see
+        :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
     :param log_prediction_interval: updates between open-loop prediction images (image observations; 0: never)
     :param replay_buffer_class: a :class:`~sb3_rssm.common.buffers.SequenceReplayBuffer` subclass
     :param replay_buffer_kwargs: its keyword arguments
@@ -77,6 +79,7 @@ class PlaNet(WorldModelAlgorithm):
         max_grad_norm: float = 1000.0,
         max_nonfinite_updates: int = 10,
         mixed_precision: Optional[str] = None,
+        compile_update: Optional[str] = None,
         log_prediction_interval: int = 1000,
         replay_buffer_class: Optional[type[SequenceReplayBuffer]] = None,
         replay_buffer_kwargs: Optional[dict[str, Any]] = None,
@@ -101,6 +104,7 @@ class PlaNet(WorldModelAlgorithm):
             max_grad_norm=max_grad_norm,
             max_nonfinite_updates=max_nonfinite_updates,
             mixed_precision=mixed_precision,
+            compile_update=compile_update,
             log_prediction_interval=log_prediction_interval,
             replay_buffer_class=replay_buffer_class,
             replay_buffer_kwargs=replay_buffer_kwargs,
