@@ -30,7 +30,7 @@ def test_symexp_bins_are_symmetric_with_a_zero():
     th.testing.assert_close(bins[-1], th.tensor(math.expm1(20.0), dtype=th.float32))
     assert th.all(bins[1:] > bins[:-1])
     even = symexp_bins(4)  # an even count has 0 twice, as danijar/dreamerv3's
-    assert even.tolist() == [-math.expm1(20.0), 0.0, 0.0, math.expm1(20.0)]
+    th.testing.assert_close(even, th.tensor([-math.expm1(20.0), 0.0, 0.0, math.expm1(20.0)], dtype=th.float32))
     with pytest.raises(ValueError, match="at least 2 bins"):
         symexp_bins(1)
 
@@ -46,6 +46,8 @@ def test_two_hot_encode_decode_round_trip():
     # outside the bins' range: all weight on the end bin
     beyond = two_hot.encode(th.tensor([1e10, -1e10]))
     assert beyond[0, -1] == 1 and beyond[1, 0] == 1
+    # a non-finite target is not silently put on an end bin
+    assert th.isnan(two_hot.loss(th.zeros(3, 255), th.tensor([0.0, float("nan"), float("inf")])))[1:].all()
 
 
 def test_two_hot_loss_against_a_hand_computation():

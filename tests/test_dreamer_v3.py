@@ -100,9 +100,9 @@ def test_world_model_loss_terms_and_gradients():
     th.testing.assert_close(metrics["reward_loss"], th.tensor(np.log(255.0), dtype=th.float32))  # uniform over bins
     assert posterior.features.requires_grad  # for the replay value loss
     # the reward loss alone trains the representation (DreamerV3's reward gradient reaches the RSSM)
-    reward_logits = world_model.reward_head(posterior.features)
-    reward_logits = reward_logits + th.randn_like(reward_logits)  # the zero output layer blocks the gradient at first
-    world_model.two_hot.loss(reward_logits, sequence().rewards).mean().backward()
+    with th.no_grad():  # the zero-initialised output layer passes no gradient at first
+        world_model.reward_head[-1].weight.normal_()
+    world_model.two_hot.loss(world_model.reward_head(posterior.features), sequence().rewards).mean().backward()
     assert world_model.rssm.posterior_head[0].weight.grad.abs().sum() > 0
 
 

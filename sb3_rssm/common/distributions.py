@@ -54,7 +54,7 @@ class TwoHot(nn.Module):
         """(...) scalars to (..., bins) two-hot weights that sum to 1 (non-finite targets give non-finite weights)."""
         bins: th.Tensor = self.bins
         count = len(bins)
-        target = target.float()
+        target = target.float().contiguous()
         # index of the last bin <= target, and of the first bin > target
         above = th.bucketize(target, bins, right=True)
         below = (above - 1).clamp(0, count - 1)
@@ -66,7 +66,8 @@ class TwoHot(nn.Module):
         weights = th.zeros(*target.shape, count, device=target.device)
         weights.scatter_add_(-1, below.unsqueeze(-1), (to_above / total).unsqueeze(-1))
         weights.scatter_add_(-1, above.unsqueeze(-1), (to_below / total).unsqueeze(-1))
-        return weights
+        # a non-finite target would land on an end bin: make it non-finite, so that the loss says so
+        return th.where(th.isfinite(target).unsqueeze(-1), weights, th.nan)
 
     def loss(self, logits: th.Tensor, target: th.Tensor) -> th.Tensor:
         """(..., bins) logits and (...) targets to the (...) cross-entropy against the targets' encoding."""
