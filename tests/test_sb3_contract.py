@@ -261,24 +261,40 @@ def test_logger_records_training_metrics(algorithm, tmp_path):
     model.set_logger(configure(str(tmp_path), ["csv"]))
     model.learn(60, log_interval=1)
     header = (tmp_path / "progress.csv").read_text().splitlines()[0].split(",")
+    # the world model's terms: log-likelihoods of the Gaussian world model, losses of DreamerV3's
+    term = "loss" if algorithm.__name__ == "DreamerV3" else "log_lik"
     expected = {
         "train/model_loss",
-        "train/reward_log_lik",
+        f"train/reward_{term}",
         "train/kl",
         "train/model_grad_norm",
         "time/updates_per_s",
-        "train/reconstruction_log_lik/observation",
+        f"train/reconstruction_{term}/observation",
         "train/learning_rate",
     }
-    if algorithm.__name__ == "DreamerV1":
-        expected |= {
+    expected |= {
+        "DreamerV1": {
             "train/actor_loss",
             "train/value_loss",
             "train/actor_entropy",
             "train/imagined_return",
             "train/actor_grad_norm",
             "train/value_grad_norm",
-        }
+        },
+        "DreamerV3": {
+            "train/continuation_loss",
+            "train/actor_loss",
+            "train/critic_loss",
+            "train/replay_critic_loss",
+            "train/actor_entropy",
+            "train/imagined_return",
+            "train/return_scale",
+            "train/actor_grad_norm",
+            "train/critic_grad_norm",
+            "train/actor_learning_rate",
+            "train/critic_learning_rate",
+        },
+    }.get(algorithm.__name__, set())
     assert expected <= set(header), expected - set(header)
 
 
@@ -545,7 +561,7 @@ def test_unknown_policy_name_lists_the_valid_ones(algorithm):
 def test_unknown_policy_kwargs_key_names_the_closest_valid_ones(algorithm):
     with pytest.raises(TypeError, match=r"Unknown policy_kwargs key .*'stoch_size' \(did you mean 'stochastic_size'\?\)"):
         tiny_model(algorithm, "MlpPolicy", PointMassEnv(), policy_kwargs=dict(stoch_size=4))
-    own = "actor_units" if algorithm.__name__ == "DreamerV1" else "num_candidates"  # a subclass's own parameter
+    own = "num_candidates" if algorithm.__name__ == "PlaNet" else "actor_units"  # a subclass's own parameter
     with pytest.raises(TypeError, match=rf"'{own[:-1]}' \(did you mean '{own}'"):
         tiny_model(algorithm, "MlpPolicy", PointMassEnv(), policy_kwargs={own[:-1]: 8})
 

@@ -23,6 +23,7 @@ from sb3_rssm.common.policies import BeliefPolicy
 from sb3_rssm.common.returns import ReturnNormalizer
 from sb3_rssm.common.rssm import LatentState
 from sb3_rssm.common.spaces import action_size
+from sb3_rssm.common.update import OptimizerGroup
 from sb3_rssm.dreamer.world_model_v3 import DreamerV3WorldModel
 
 #: DreamerV3's model sizes (danijar/dreamerv3 ``configs.yaml``, ``size1m`` to ``size400m``): the RSSM's
@@ -302,6 +303,13 @@ class DreamerV3Policy(BeliefPolicy):
     def optimizer_names(self) -> list[str]:
         return [*super().optimizer_names, "actor_optimizer", "critic_optimizer"]
 
+    def optimizer_groups(self) -> list[OptimizerGroup]:
+        return [
+            *super().optimizer_groups(),
+            OptimizerGroup("actor", "actor", self.actor_optimizer, list(self.actor.parameters())),
+            OptimizerGroup("critic", "critic", self.critic_optimizer, list(self.critic.parameters())),
+        ]
+
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(self.actor_kwargs)
@@ -312,10 +320,16 @@ class DreamerV3Policy(BeliefPolicy):
         return self.two_hot.decode((self.slow_critic if slow else self.critic)(features))
 
     @th.no_grad()
-    def update_slow_critic(self, rate: float) -> None:
-        """Move the slow critic towards the critic: ``slow = rate * critic + (1 - rate) * slow``."""
+    def update_slow_critic(self, rate: float, applied: Optional[th.Tensor] = None) -> None:
+        """
+        Move the slow critic towards the critic: ``slow = rate * critic + (1 - rate) * slow``.
+
+        :param rate: the moving average's rate
+        :param applied: a boolean scalar: where false (the critic's step was skipped) nothing moves
+        """
         for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters()):
-            slow.lerp_(fast, rate)
+            moved = th.lerp(slow, fast, rate)
+            slow.copy_(moved if applied is None else th.where(applied, moved, slow))
 
     def _act(self, latent: LatentState, deterministic: bool) -> th.Tensor:
         return self.actor.act(latent.features, deterministic=deterministic)
