@@ -13,7 +13,7 @@ Runs accumulate: ``results.json`` keeps every (algorithm, env, seed) run ever wr
 replaces its own entry), so seeds can run in separate invocations, at different times, and the table and
 curves are drawn from all of them.
 
-Algorithms: ``dreamer_v1`` and ``planet`` (this package), ``sac`` (SB3's SAC, for scale) and ``random``
+Algorithms: ``dreamer_v1``, ``dreamer_v3`` and ``planet`` (this package), ``sac`` (SB3's SAC, for scale) and ``random``
 (uniformly random actions, evaluated only). Hyperparameters: the zoo files ``sb3_rssm/zoo/hyperparams/<algo>.yml``
 (``--preset cpu``: ``cpu/<algo>.yml``, settings sized for a 2-core CPU), the one place they are kept; SAC's are
 below. On the dm_control pixel ids ``--timesteps`` counts agent steps, each ``action_repeat`` frames; SAC
@@ -32,7 +32,6 @@ import os
 import time
 from typing import Any, Optional
 
-import gymnasium as gym
 import matplotlib
 
 matplotlib.use("Agg")
@@ -47,13 +46,13 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecTransposeImage
 
-from sb3_rssm import DreamerV1, PlaNet
+from sb3_rssm import DreamerV1, DreamerV3, PlaNet
 from sb3_rssm.common.spaces import actions_to_model
 from sb3_rssm.common.type_aliases import SequenceSamples
 from sb3_rssm.common.world_model_algorithm import WorldModelAlgorithm
 from sb3_rssm.zoo import load_hyperparams
 
-WORLD_MODELS = {"dreamer_v1": DreamerV1, "planet": PlaNet}
+WORLD_MODELS = {"dreamer_v1": DreamerV1, "dreamer_v3": DreamerV3, "planet": PlaNet}
 ALGOS = [*WORLD_MODELS, "sac", "random"]
 
 # SB3's SAC, for scale. Pendulum-v1: rl-zoo3's settings. Pixels: SB3's CnnPolicy (NatureCNN) on 3 stacked
@@ -84,6 +83,13 @@ _TINY_MODEL = dict(
 TINY: dict[str, dict[str, Any]] = {
     "dreamer_v1": dict(
         imagination_horizon=3, policy_kwargs=dict(**_TINY_MODEL, actor_units=8, actor_layers=1, value_units=8, value_layers=1)
+    ),
+    "dreamer_v3": dict(
+        imagination_horizon=3,
+        policy_kwargs=dict(
+            **_TINY_MODEL, stochastic_size=2, classes=2, blocks=2, actor_units=8, actor_layers=1, critic_units=8,
+            critic_layers=1,
+        ),
     ),
     "planet": dict(policy_kwargs=dict(**_TINY_MODEL, planning_horizon=3, num_candidates=16, num_elites=4, cem_iterations=2)),
     "sac": dict(buffer_size=1000, learning_starts=10, batch_size=4, policy_kwargs=dict(net_arch=[8])),
@@ -238,7 +244,8 @@ def write_report(results: list[dict], out: str) -> None:
     commands = list(dict.fromkeys(r["command"] for r in results if "command" in r))
     lines = [f"Command: `{command}`" for command in commands] + [
         "",
-        "| algorithm | env | seeds | env steps | final eval return per seed | mean ± std | median | wall time per run (median) |",
+        "| algorithm | env | seeds | env steps | final eval return per seed | mean ± std | median "
+        "| wall time per run (median) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, str], list[dict]] = {}

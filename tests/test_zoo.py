@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import FAST, TINY, TINY_WORLD_MODEL
 
-from sb3_rssm import DreamerV1, PlaNet
+from sb3_rssm import DreamerV1, DreamerV3, PlaNet
 from sb3_rssm.common.dmc import DMC_TASKS, dmc_env_id
 from sb3_rssm.zoo import ALGOS, hyperparams_file, load_hyperparams, register_algos, with_defaults
 from sb3_rssm.zoo import enjoy as zoo_enjoy
@@ -23,8 +23,8 @@ EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 _TINY_MODEL = ",".join(f"{key}={value}" for key, value in TINY_WORLD_MODEL.items())
 TINY_PARAMS = {
     name: [f"policy_kwargs:dict({_TINY_MODEL},{','.join(f'{k}={v}' for k, v in TINY[algorithm].items())})"]
-    + (["imagination_horizon:3"] if algorithm is DreamerV1 else [])
-    for name, algorithm in (("dreamer_v1", DreamerV1), ("planet", PlaNet))
+    + (["imagination_horizon:3"] if algorithm in (DreamerV1, DreamerV3) else [])
+    for name, algorithm in (("dreamer_v1", DreamerV1), ("dreamer_v3", DreamerV3), ("planet", PlaNet))
 }
 FAST_PARAMS = ["buffer_size:1000", *(f"{key}:{value}" for key, value in FAST.items())]
 
@@ -35,6 +35,7 @@ def test_register_algos():
 
     register_algos()
     assert rl_zoo3.ALGOS["dreamer_v1"] is DreamerV1 and ZOO_ALGOS["planet"] is PlaNet
+    assert ZOO_ALGOS["dreamer_v3"] is DreamerV3
 
 
 def test_with_defaults():
@@ -61,19 +62,29 @@ def test_hyperparameter_files():
     for algo in ALGOS:
         with open(hyperparams_file(algo)) as f:
             entries = yaml.safe_load(f)
-        assert set(entries) == {dmc_env_id(name) for name in DMC_TASKS} | {"Pendulum-v1"}
+        vector_tasks = {"Pendulum-v1", "CartPole-v1"} if algo == "dreamer_v3" else {"Pendulum-v1"}
+        assert set(entries) == {dmc_env_id(name) for name in DMC_TASKS} | vector_tasks
         for name, (_, _, repeat) in DMC_TASKS.items():
             entry = entries[dmc_env_id(name)]
             # the papers' budget in frames, converted to agent steps with the task's action repeat
             assert entry["policy"] == "CnnPolicy"
-            assert entry["n_timesteps"] * repeat == 1_000_000 and entry["learning_starts"] * repeat == 5000
-            assert entry["train_freq"] * repeat == 1000 and entry["gradient_steps"] == 100
+            assert entry["n_timesteps"] * repeat == 1_000_000
+            if algo == "dreamer_v3":
+                # danijar/dreamerv3's dmc_vision: replay ratio 256 (16 x 64 steps replayed every 4 agent steps),
+                # its default model size, training from 1024 steps on
+                ratio = entry["gradient_steps"] * 16 * 64 / entry["train_freq"]
+                assert ratio == 256 and entry["learning_starts"] == 1024 and "size200m" in entry["policy_kwargs"]
+            else:
+                assert entry["learning_starts"] * repeat == 5000
+                assert entry["train_freq"] * repeat == 1000 and entry["gradient_steps"] == 100
         # the learning benchmark trains with the zoo's entry, unchanged unless --tiny
         assert benchmark.hyperparameters(algo, "Pendulum-v1") == load_hyperparams(algo, "Pendulum-v1")
         assert load_hyperparams(algo, "Pendulum-v1")["policy"] == "MlpPolicy"
         assert benchmark.hyperparameters(algo, "Pendulum-v1", tiny=True)["batch_size"] == 2
     with pytest.raises(ValueError, match="No planet hyperparameters for 'CartPole-v1'"):
         load_hyperparams("planet", "CartPole-v1")
+    with pytest.raises(ValueError, match=r"no 'cpu' hyperparameters for dreamer_v3 \(it has \['default'\]\)"):
+        hyperparams_file("dreamer_v3", "cpu")
 
 
 def _train_enjoy(tmp_path, capsys, algo, env_id, timesteps, eval_freq, eval_episodes):
@@ -98,7 +109,7 @@ def _train_enjoy(tmp_path, capsys, algo, env_id, timesteps, eval_freq, eval_epis
     return logs
 
 
-@pytest.mark.parametrize("algo", ["dreamer_v1", "planet"])
+@pytest.mark.parametrize("algo", ["dreamer_v1", "dreamer_v3", "planet"])
 def test_train_enjoy_plot_pendulum(tmp_path, capsys, algo):
     logs = _train_enjoy(tmp_path, capsys, algo, "Pendulum-v1", timesteps=60, eval_freq=30, eval_episodes=2)
     # the zoo's own plotting reads the run

@@ -1,6 +1,7 @@
 """
-rl-baselines3-zoo integration: launchers that add ``dreamer_v1`` and ``planet`` to the zoo's algorithms, then run
-the zoo's own ``train`` / ``enjoy`` / ``record_video`` scripts, with this package's hyperparameter files as defaults.
+rl-baselines3-zoo integration: launchers that add ``dreamer_v1``, ``dreamer_v3`` and ``planet`` to the zoo's
+algorithms, then run the zoo's own ``train`` / ``enjoy`` / ``record_video`` scripts, with this package's
+hyperparameter files as defaults.
 
 ``python -m rl_zoo3.train --algo dreamer_v1`` cannot work: the zoo fixes its ``--algo`` choices when its parser is
 built, before ``--gym-packages`` are imported. The launchers (``python -m sb3_rssm.zoo.train``, ``sb3-rssm-train``)
@@ -16,9 +17,9 @@ from typing import Any, Callable, Optional
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from sb3_rssm import DreamerV1, PlaNet
+from sb3_rssm import DreamerV1, DreamerV3, PlaNet
 
-ALGOS: dict[str, type[BaseAlgorithm]] = {"dreamer_v1": DreamerV1, "planet": PlaNet}
+ALGOS: dict[str, type[BaseAlgorithm]] = {"dreamer_v1": DreamerV1, "dreamer_v3": DreamerV3, "planet": PlaNet}
 HYPERPARAMS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hyperparams")
 # where train writes runs; the zoo's enjoy otherwise looks in rl-trained-agents/ and then tries the Hugging Face hub
 DEFAULT_LOG_FOLDER = "logs"
@@ -32,7 +33,7 @@ def hyperparams_file(algo: str, preset: str = "default") -> str:
     """
     Path of the YAML hyperparameter file shipped for ``algo``.
 
-    :param algo: ``"dreamer_v1"`` or ``"planet"``
+    :param algo: a key of :data:`ALGOS`
     :param preset: ``"default"`` (the papers' settings) or ``"cpu"`` (sized for a 2-core CPU)
     :return: ``.../sb3_rssm/zoo/hyperparams/<algo>.yml``, or ``.../hyperparams/cpu/<algo>.yml``
     """
@@ -40,12 +41,24 @@ def hyperparams_file(algo: str, preset: str = "default") -> str:
         raise ValueError(f"Unknown algorithm {algo!r}: sb3_rssm ships hyperparameters for {sorted(ALGOS)}")
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}: choose one of {PRESETS}")
+    path = hyperparams_path(algo, preset)
+    if not os.path.isfile(path):
+        shipped = sorted(name for name in PRESETS if os.path.isfile(hyperparams_path(algo, name)))
+        raise ValueError(
+            f"sb3_rssm ships no {preset!r} hyperparameters for {algo} (it has {shipped}): choose another preset, or "
+            "pass your own file with --conf-file."
+        )
+    return path
+
+
+def hyperparams_path(algo: str, preset: str) -> str:
+    """Where the shipped YAML of ``algo`` for ``preset`` is, whether or not it exists."""
     folder = HYPERPARAMS_DIR if preset == "default" else os.path.join(HYPERPARAMS_DIR, preset)
     return os.path.join(folder, f"{algo}.yml")
 
 
 def register_algos() -> None:
-    """Add ``dreamer_v1`` and ``planet`` to ``rl_zoo3.ALGOS`` (the dict every zoo script reads)."""
+    """Add this package's algorithms (:data:`ALGOS`) to ``rl_zoo3.ALGOS`` (the dict every zoo script reads)."""
     try:
         import rl_zoo3
     except ImportError as exc:
@@ -81,7 +94,7 @@ def with_defaults(argv: list[str], script: str) -> list[str]:
     """
     The zoo command line ``argv`` with this package's defaults added where the user gave none.
 
-    - train (dreamer_v1 / planet only): ``--conf-file`` points at the shipped YAML of the algorithm (with
+    - train (this package's algorithms only): ``--conf-file`` points at the shipped YAML of the algorithm (with
       ``--preset cpu``, an option of the launcher that the zoo never sees: the one sized for a 2-core CPU), and
       ``--tensorboard-log <log folder>/tensorboard`` (the zoo logs no TensorBoard by default; ``-tb ""`` turns
       it off again);
@@ -140,7 +153,7 @@ def load_hyperparams(algo: str, env_id: str, path: Optional[str] = None, preset:
     ``examples/benchmark.py``): ``policy_kwargs`` strings are evaluated (``dict(...)`` only) and
     ``n_timesteps`` is dropped. Entries that only the zoo knows how to apply (wrappers, normalization, ...) are refused.
 
-    :param algo: ``"dreamer_v1"`` or ``"planet"``
+    :param algo: a key of :data:`ALGOS`
     :param env_id: the entry's key, a gymnasium id
     :param path: the YAML file (default: the shipped one of ``preset``)
     :param preset: ``"default"`` or ``"cpu"``, see :func:`hyperparams_file`
