@@ -29,7 +29,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import load_from_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, RolloutReturn, Schedule, TrainFreq, TrainFrequencyUnit
-from stable_baselines3.common.utils import should_collect_more_steps
+from stable_baselines3.common.utils import FloatSchedule, should_collect_more_steps
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecNormalize, unwrap_vec_wrapper
 
 from sb3_rssm.common.buffers import SequenceReplayBuffer
@@ -128,6 +128,9 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
     replay_buffer: SequenceReplayBuffer
     #: every policy of this algorithm subclasses it; ``load`` refuses files saved with another policy
     policy_base: ClassVar[type[BeliefPolicy]] = BeliefPolicy
+    #: learning rates besides the world model's: the algorithm's attribute (a float or schedule) -> the policy's
+    #: optimizer it sets (e.g. ``{"actor_learning_rate": "actor_optimizer"}``)
+    learning_rates: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -318,6 +321,9 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
             raise
         self._filter_state = None
         self.grad_scaler = th.amp.GradScaler(self.device.type) if self.mixed_precision == "fp16" else None
+        # the policy builds its optimizers with placeholder learning rates: the schedules' start values
+        for _, optimizer, schedule in self._optimizer_schedules():
+            set_learning_rate(optimizer, schedule(1.0))
         self._build_update()
 
     def _build_update(self) -> None:
@@ -475,8 +481,11 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         return model
 
     def _optimizer_schedules(self) -> list[tuple[str, th.optim.Optimizer, Schedule]]:
-        """(log name, optimizer, learning-rate schedule) of every optimizer."""
-        return [("learning_rate", self.policy.world_model_optimizer, self.lr_schedule)]
+        """(log name, optimizer, learning-rate schedule) of every optimizer: the world model's, then :attr:`learning_rates`."""
+        return [("learning_rate", self.policy.world_model_optimizer, self.lr_schedule)] + [
+            (name, getattr(self.policy, optimizer), FloatSchedule(getattr(self, name)))
+            for name, optimizer in self.learning_rates.items()
+        ]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         """Context of the training forward passes: autocast to ``mixed_precision``'s type, if any."""

@@ -12,14 +12,12 @@ from typing import Any, ClassVar, Optional, Union
 import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_rssm.common.buffers import SequenceReplayBuffer
 from sb3_rssm.common.networks import unit_gaussian_log_prob
 from sb3_rssm.common.returns import lambda_return
 from sb3_rssm.common.rssm import RSSMState
 from sb3_rssm.common.type_aliases import SequenceSamples
-from sb3_rssm.common.update import set_learning_rate
 from sb3_rssm.common.world_model_algorithm import WorldModelAlgorithm
 from sb3_rssm.dreamer.policies import CnnPolicy, DreamerPolicy, MlpPolicy, MultiInputPolicy
 
@@ -70,6 +68,10 @@ class DreamerV1(WorldModelAlgorithm):
     }
     policy_base: ClassVar[type[DreamerPolicy]] = DreamerPolicy
     policy: DreamerPolicy
+    learning_rates: ClassVar[dict[str, str]] = {
+        "actor_learning_rate": "actor_optimizer",
+        "value_learning_rate": "value_optimizer",
+    }
 
     def __init__(
         self,
@@ -133,18 +135,6 @@ class DreamerV1(WorldModelAlgorithm):
         self.return_lambda = return_lambda
         if _init_setup_model:
             self._setup_model()
-
-    def _setup_model(self) -> None:
-        super()._setup_model()
-        for _, optimizer, schedule in self._optimizer_schedules():
-            set_learning_rate(optimizer, schedule(1.0))
-
-    def _optimizer_schedules(self) -> list[tuple[str, th.optim.Optimizer, Schedule]]:
-        return [
-            *super()._optimizer_schedules(),
-            ("actor_learning_rate", self.policy.actor_optimizer, FloatSchedule(self.actor_learning_rate)),
-            ("value_learning_rate", self.policy.value_optimizer, FloatSchedule(self.value_learning_rate)),
-        ]
 
     def imagine(self, start: RSSMState) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
         """

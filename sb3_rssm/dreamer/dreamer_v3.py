@@ -13,7 +13,6 @@ from typing import Any, ClassVar, Optional, Union
 import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import FloatSchedule
 from torch.distributions import Distribution
 
 from sb3_rssm.common.buffers import SequenceReplayBuffer
@@ -21,7 +20,6 @@ from sb3_rssm.common.distributions import TwoHot
 from sb3_rssm.common.returns import ReturnNormalizer, lambda_return
 from sb3_rssm.common.rssm import LatentState
 from sb3_rssm.common.type_aliases import SequenceSamples
-from sb3_rssm.common.update import set_learning_rate
 from sb3_rssm.common.world_model_algorithm import WorldModelAlgorithm
 from sb3_rssm.dreamer.policies_v3 import CnnPolicy, DreamerV3Policy, MlpPolicy, MultiInputPolicy
 
@@ -225,6 +223,10 @@ class DreamerV3(WorldModelAlgorithm):
     }
     policy_base: ClassVar[type[DreamerV3Policy]] = DreamerV3Policy
     policy: DreamerV3Policy
+    learning_rates: ClassVar[dict[str, str]] = {
+        "actor_learning_rate": "actor_optimizer",
+        "critic_learning_rate": "critic_optimizer",
+    }
 
     def __init__(
         self,
@@ -296,18 +298,6 @@ class DreamerV3(WorldModelAlgorithm):
         self.replay_value_scale = replay_value_scale
         if _init_setup_model:
             self._setup_model()
-
-    def _setup_model(self) -> None:
-        super()._setup_model()
-        for _, optimizer, schedule in self._optimizer_schedules():
-            set_learning_rate(optimizer, schedule(1.0))
-
-    def _optimizer_schedules(self) -> list[tuple[str, th.optim.Optimizer, Schedule]]:
-        return [
-            *super()._optimizer_schedules(),
-            ("actor_learning_rate", self.policy.actor_optimizer, FloatSchedule(self.actor_learning_rate)),
-            ("critic_learning_rate", self.policy.critic_optimizer, FloatSchedule(self.critic_learning_rate)),
-        ]
 
     def imagine(self, start: LatentState) -> tuple[th.Tensor, th.Tensor]:
         """
