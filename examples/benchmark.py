@@ -86,10 +86,10 @@ TINY: dict[str, dict[str, Any]] = {
     ),
     "dreamer_v3": dict(
         imagination_horizon=3,
-        policy_kwargs=dict(
-            **_TINY_MODEL, stochastic_size=2, classes=2, blocks=2, actor_units=8, actor_layers=1, critic_units=8,
-            critic_layers=1,
-        ),
+        policy_kwargs={
+            **_TINY_MODEL,
+            **dict(stochastic_size=2, classes=2, blocks=2, actor_units=8, actor_layers=1, critic_units=8, critic_layers=1),
+        },
     ),
     "planet": dict(policy_kwargs=dict(**_TINY_MODEL, planning_horizon=3, num_candidates=16, num_elites=4, cem_iterations=2)),
     "sac": dict(buffer_size=1000, learning_starts=10, batch_size=4, policy_kwargs=dict(net_arch=[8])),

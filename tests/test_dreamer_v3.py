@@ -183,3 +183,97 @@ def test_replay_value_loss_bootstraps_truncation_but_not_termination():
     zero = th.zeros(())
     expected = weight * (two_hot.loss(logits[0, :5], returns[0]) + two_hot.loss(logits[0, :5], zero.expand(5)))
     th.testing.assert_close(loss, expected.mean())
+
+
+def trained_v3(**kwargs):
+    from sb3_rssm import DreamerV3
+    from sb3_rssm.common.envs import PointMassEnv
+    from tests.conftest import tiny_model
+
+    model = tiny_model(DreamerV3, "MlpPolicy", PointMassEnv(), seed=0, **kwargs)
+    model.learn(30)
+    return model
+
+
+def parameters_of(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def test_one_backward_pass_trains_each_group_with_its_losses():
+    model = trained_v3()
+    policy = model.policy
+    batch = model.replay_buffer.sample(2)
+    groups = {"model": policy.world_model, "actor": policy.actor, "critic": policy.critic}
+
+    normalizer = {key: value.clone() for key, value in policy.return_normalizer.state_dict().items()}
+
+    def gradients(**scales):
+        for name, value in scales.items():
+            setattr(model, name, value)
+        policy.zero_grad(set_to_none=True)
+        policy.return_normalizer.load_state_dict(normalizer)  # each call updates it
+        th.manual_seed(3)
+        model._train_step(batch)
+        model.update._checks.clear()  # this test reads the gradients, it steps nothing
+        return {name: [p.grad for p in net.parameters()] for name, net in groups.items()}
+
+    with_replay = gradients(replay_value_scale=0.3)
+    without_replay = gradients(replay_value_scale=0.0)
+    # every group gets gradient from the one backward pass; the replay value loss reaches the world model and
+    # the critic, and nothing else
+    for name in groups:
+        assert any(g is not None and g.abs().sum() > 0 for g in with_replay[name]), name
+    for name, changed in (("model", True), ("critic", True), ("actor", False)):
+        differs = any(not th.equal(a, b) for a, b in zip(with_replay[name], without_replay[name]))
+        assert differs == changed, name
+    assert all(p.grad is None for p in policy.slow_critic.parameters())
+
+
+def test_imagination_has_no_gradient_and_samples_unclipped_actions():
+    model = trained_v3(imagination_horizon=4)
+    policy = model.policy
+    _, _, posterior = policy.world_model.loss(model.replay_buffer.sample(2))
+    features, actions = model.imagine(posterior.detach().flatten())
+    assert features.shape == (2 * 4, 5, policy.world_model.rssm.feature_size) and actions.shape == (8, 4, 1)
+    assert not features.requires_grad and not actions.requires_grad
+    th.testing.assert_close(features[:, 0], posterior.features.detach().flatten(0, 1))
+    with th.no_grad():
+        policy.actor.output.bias.fill_(20.0)  # means at tanh(20) = 1: about half the samples fall beyond 1
+    _, actions = model.imagine(posterior.detach().flatten())
+    assert actions.max() > 1.0
+    assert policy.actor.act(features[:, 0]).max() <= 1.0  # acting clips, as the env does
+
+
+def test_all_losses_before_any_step_and_the_slow_critic_follows_applied_critic_steps():
+    model = trained_v3(learning_rate=1e-2, actor_learning_rate=1e-2, critic_learning_rate=1e-2)
+    policy = model.policy
+    with th.no_grad():  # a slow critic apart from the critic, so that its moving average shows
+        for p in policy.slow_critic.parameters():
+            p.add_(0.5)
+    nets = {"world_model": policy.world_model, "actor": policy.actor, "critic": policy.critic}
+    before = {name: parameters_of(net) for name, net in nets.items()}
+    slow_before, critic_before = parameters_of(policy.slow_critic), parameters_of(policy.critic)
+    model._train_step(model.replay_buffer.sample(2))
+    for name, net in nets.items():  # nothing stepped yet: the actor imagined with the batch's world model
+        assert all(th.equal(a, b) for a, b in zip(before[name], net.parameters())), name
+    model.update.step()
+    policy.update_slow_critic(model.slow_critic_rate, model.update.applied["critic"])
+    for name, net in nets.items():
+        assert any(not th.equal(a, b) for a, b in zip(before[name], net.parameters())), name
+    for slow, old, fast in zip(policy.slow_critic.parameters(), slow_before, policy.critic.parameters()):
+        th.testing.assert_close(slow, 0.98 * old + 0.02 * fast)
+    # a skipped critic step leaves the slow critic where it is
+    slow_before = parameters_of(policy.slow_critic)
+    policy.update_slow_critic(model.slow_critic_rate, th.tensor(False))
+    assert all(th.equal(a, b) for a, b in zip(slow_before, policy.slow_critic.parameters()))
+    assert not any(th.equal(a, b) for a, b in zip(critic_before, policy.slow_critic.parameters()))
+
+
+def test_train_ratio_in_sb3_terms():
+    model = trained_v3(batch_size=4, sequence_length=8, train_freq=16, gradient_steps=2)
+    assert model.train_ratio == 2 * 4 * 8 / 16
+    from sb3_rssm import DreamerV3
+    from sb3_rssm.common.envs import PointMassEnv
+
+    defaults = DreamerV3("MlpPolicy", PointMassEnv(), policy_kwargs=dict(size="size1m"), _init_setup_model=False)
+    assert defaults.train_ratio == 512  # one update of 16 x 64 every 2 steps

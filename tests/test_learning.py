@@ -7,7 +7,7 @@ must reach better than -12 (random mean + 3 std) within a couple of thousand ste
 import pytest
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from sb3_rssm import DreamerV1, PlaNet
+from sb3_rssm import DreamerV1, DreamerV3, PlaNet
 from sb3_rssm.common.envs import PointMassEnv
 
 THRESHOLD = -12.0
@@ -81,3 +81,36 @@ def test_dreamer_learns_point_mass_from_pixels():
     model.learn(2500)
     mean, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=1)
     assert mean > THRESHOLD, f"DreamerV1 from pixels returned {mean:.1f}"
+
+
+def test_dreamer_v3_learns_point_mass():
+    # DreamerV3's losses and its fixed hyperparameters (return normalization, entropy 3e-4, slow critic, replay value
+    # loss, KL 0.5 / 0.1 with 1 free nat, discount 1 - 1/333), with a tiny model and learning rates and a warm-up
+    # sized for a couple of thousand updates
+    model = DreamerV3(
+        "MlpPolicy",
+        PointMassEnv(),
+        learning_rate=1e-3,
+        actor_learning_rate=3e-4,
+        critic_learning_rate=3e-4,
+        imagination_horizon=10,
+        policy_kwargs=dict(
+            size="size1m",
+            stochastic_size=8,
+            deterministic_size=64,
+            hidden_size=32,
+            blocks=1,
+            mlp_units=32,
+            mlp_layers=2,
+            reward_units=32,
+            actor_units=32,
+            actor_layers=2,
+            critic_units=32,
+            critic_layers=2,
+            optimizer_kwargs=dict(warmup=100),
+        ),
+        **COMMON,
+    )
+    model.learn(2500)
+    mean, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=1)
+    assert mean > THRESHOLD, f"DreamerV3 returned {mean:.1f}"

@@ -20,9 +20,8 @@ pytest.importorskip("rl_zoo3")
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 
 # conftest's tiny networks and fast cadence, as zoo overrides
-_TINY_MODEL = ",".join(f"{key}={value}" for key, value in TINY_WORLD_MODEL.items())
 TINY_PARAMS = {
-    name: [f"policy_kwargs:dict({_TINY_MODEL},{','.join(f'{k}={v}' for k, v in TINY[algorithm].items())})"]
+    name: [f"policy_kwargs:dict({','.join(f'{k}={v}' for k, v in {**TINY_WORLD_MODEL, **TINY[algorithm]}.items())})"]
     + (["imagination_horizon:3"] if algorithm in (DreamerV1, DreamerV3) else [])
     for name, algorithm in (("dreamer_v1", DreamerV1), ("dreamer_v3", DreamerV3), ("planet", PlaNet))
 }

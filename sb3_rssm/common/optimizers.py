@@ -25,7 +25,9 @@ class LaProp(th.optim.Optimizer):
        schedule starts at 0 and reaches ``lr`` one update later than this one).
 
     DreamerV3's defaults: lr 4e-5, betas (0.9, 0.999), eps 1e-20, agc 0.3. Every state entry is a tensor, so a
-    checkpoint of it loads with ``torch.load(weights_only=True)``.
+    checkpoint of it loads with ``torch.load(weights_only=True)``. A step reads nothing back to the host and takes
+    a tensor learning rate, so it can be captured in a CUDA graph: ``capturable`` and ``foreach`` are accepted (as
+    :func:`~sb3_rssm.common.update.make_capturable` sets them) and change nothing.
 
     :param params: parameters or parameter groups
     :param lr: learning rate after the warm-up
@@ -48,7 +50,9 @@ class LaProp(th.optim.Optimizer):
     ) -> None:
         if lr < 0 or eps < 0 or agc < 0 or warmup < 0 or not all(0.0 <= beta < 1.0 for beta in betas):
             raise ValueError(f"Invalid LaProp settings: lr={lr}, betas={betas}, eps={eps}, agc={agc}, warmup={warmup}")
-        defaults = dict(lr=lr, betas=betas, eps=eps, agc=agc, agc_min_norm=agc_min_norm, warmup=warmup)
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, agc=agc, agc_min_norm=agc_min_norm, warmup=warmup, capturable=True, foreach=None
+        )
         super().__init__(params, defaults)
 
     @th.no_grad()

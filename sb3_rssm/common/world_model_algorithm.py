@@ -480,6 +480,27 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         model._grad_scaler_state = None
         return model
 
+    @property
+    def train_ratio(self) -> Optional[float]:
+        """
+        Replayed steps per agent step (DreamerV3's ``train_ratio``): each update replays ``batch_size *
+        sequence_length`` steps, and ``gradient_steps`` updates follow every ``train_freq`` steps of each of the
+        ``n_envs`` envs, so ``gradient_steps * batch_size * sequence_length / (train_freq * n_envs)``. None when
+        ``train_freq`` counts episodes.
+        """
+        train_freq = self.train_freq
+        if isinstance(train_freq, TrainFreq):
+            frequency, unit = train_freq.frequency, train_freq.unit.value
+        elif isinstance(train_freq, tuple):
+            frequency, unit = train_freq
+        else:
+            frequency, unit = train_freq, "step"
+        if unit != "step":
+            return None
+        steps = frequency * self.n_envs
+        updates = self.gradient_steps if self.gradient_steps >= 0 else steps
+        return updates * self.batch_size * self.sequence_length / steps
+
     def _optimizer_schedules(self) -> list[tuple[str, th.optim.Optimizer, Schedule]]:
         """(log name, optimizer, learning-rate schedule) of every optimizer: the world model's, then :attr:`learning_rates`."""
         return [("learning_rate", self.policy.world_model_optimizer, self.lr_schedule)] + [

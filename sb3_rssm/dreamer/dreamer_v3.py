@@ -201,9 +201,8 @@ class DreamerV3(WorldModelAlgorithm):
     :param max_nonfinite_updates: see :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
     :param mixed_precision: ``None``, ``"bf16"`` or ``"fp16"``, see
         :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
-    :param compile_update: ``None`` or ``"reduce-overhead"``, see
-        :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm` (``"cuda_graph"`` needs an optimizer with
-        a ``capturable`` mode, such as Adam: ``policy_kwargs=dict(optimizer_class=th.optim.Adam)``)
+    :param compile_update: ``None``, ``"cuda_graph"`` or ``"reduce-overhead"``, see
+        :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
     :param log_prediction_interval: updates between open-loop prediction images (image observations; 0: never)
     :param replay_buffer_class: a :class:`~sb3_rssm.common.buffers.SequenceReplayBuffer` subclass
     :param replay_buffer_kwargs: its keyword arguments
@@ -311,7 +310,7 @@ class DreamerV3(WorldModelAlgorithm):
         actor = self.policy.actor
         with th.no_grad():
             imagined, actions = self.policy.world_model.rssm.imagine(
-                start, lambda state: actor.distribution(state.features).sample(), self.imagination_horizon
+                start, lambda state: actor.sample(state.features), self.imagination_horizon
             )
             features = th.cat([start.features.unsqueeze(1), imagined.features], dim=1)
         return features, actions

@@ -107,10 +107,10 @@ class ActorV3(nn.Module):
         return bounded_normal(mean, std, self.min_std, self.max_std)
 
     @th.no_grad()
-    def act(self, features: th.Tensor, deterministic: bool = False) -> th.Tensor:
+    def sample(self, features: th.Tensor, deterministic: bool = False) -> th.Tensor:
         """
-        An action per state without building distribution objects: the mode when ``deterministic``, else a
-        sample; Box actions clipped to [-1, 1] (as the env clips them).
+        An action per state, without gradient and without building distribution objects: a sample (Box: not
+        clipped, as imagination's log-probabilities need it), or the mode when ``deterministic``.
         """
         out = self(features)
         if self.discrete:
@@ -121,7 +121,12 @@ class ActorV3(nn.Module):
         if deterministic:
             return mean
         std = (self.max_std - self.min_std) * th.sigmoid(raw_std + 2.0) + self.min_std
-        return th.clamp(mean + std * th.randn_like(std), -1.0, 1.0)
+        return mean + std * th.randn_like(std)
+
+    def act(self, features: th.Tensor, deterministic: bool = False) -> th.Tensor:
+        """:meth:`sample`, with Box actions clipped to [-1, 1] as the env clips them: the action acting carries."""
+        action = self.sample(features, deterministic)
+        return action if self.discrete else action.clamp(-1.0, 1.0)
 
 
 class DreamerV3Policy(BeliefPolicy):
