@@ -32,7 +32,6 @@ import os
 import time
 from typing import Any, Optional
 
-import gymnasium as gym
 import matplotlib
 
 matplotlib.use("Agg")
@@ -238,7 +237,8 @@ def write_report(results: list[dict], out: str) -> None:
     commands = list(dict.fromkeys(r["command"] for r in results if "command" in r))
     lines = [f"Command: `{command}`" for command in commands] + [
         "",
-        "| algorithm | env | seeds | env steps | final eval return per seed | mean ± std | median | wall time per run (median) |",
+        "| algorithm | env | seeds | env steps | final eval return per seed | mean ± std | median "
+        "| wall time per run (median) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, str], list[dict]] = {}

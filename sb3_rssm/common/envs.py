@@ -16,8 +16,9 @@ class PointMassEnv(gym.Env):
     The point starts at ``start``; each step moves it by ``step_size * action`` (clipped to [-1, 1]),
     and the reward is ``-|position - target|`` after the move. Observation: ``[position, target - position]``,
     or with ``pixels=True`` a 64x64x3 uint8 frame (channel-last, as gymnasium renders): the point is a red
-    bar in the upper half of the frame at the column of its position, the target a green bar in the lower half. The frame is not symmetric in either axis or in its channels, so an image path that flips
-    or swaps them between training and acting loses the task.
+    bar in the upper half of the frame at the column of its position, the target a green bar in the lower half.
+    The frame is not symmetric in either axis or in its channels, so an image path that flips or swaps them
+    between training and acting loses the task.
     An episode lasts ``max_steps`` steps and ends by truncation (time limit), never by termination.
 
     :param discrete: Discrete(3) actions (left, stay, right) instead of Box(-1, 1, (1,))
