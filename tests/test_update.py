@@ -261,3 +261,17 @@ def test_the_losses_and_backward_passes_compile_as_one_graph(trace_backward):
     th.compile(model._train_step, fullgraph=True, backend="aot_eager")(batch)
     for a, p in zip(eager, model.policy.parameters()):
         th.testing.assert_close(a, p.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_saved_with_capturable_optimizers_loads_to_train_eagerly(tmp_path):
+    # what a model trained with compile_update="cuda_graph" saves: capturable flags and tensor learning rates
+    model = trained_dreamer()
+    for group in model.policy.optimizer_groups():
+        for param_group in group.optimizer.param_groups:
+            param_group["capturable"], param_group["lr"] = True, th.tensor(param_group["lr"])
+    model.save(tmp_path / "model.zip")
+    loaded = DreamerV1.load(tmp_path / "model.zip", env=PointMassEnv())
+    for group in loaded.policy.optimizer_groups():
+        assert all(not g["capturable"] and isinstance(g["lr"], float) for g in group.optimizer.param_groups)
+    loaded.learn(20, reset_num_timesteps=False)
+    assert loaded._n_updates > model._n_updates

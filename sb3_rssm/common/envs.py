@@ -16,9 +16,9 @@ class PointMassEnv(gym.Env):
     The point starts at ``start``; each step moves it by ``step_size * action`` (clipped to [-1, 1]),
     and the reward is ``-|position - target|`` after the move. Observation: ``[position, target - position]``,
     or with ``pixels=True`` a 64x64x3 uint8 frame (channel-last, as gymnasium renders): the point is a red
-    square in the upper half of the frame at the column of its position, the target a green square in the
-    lower half. The frame is not symmetric in either axis or in its channels, so an image path that flips
-    or swaps them between training and acting loses the task.
+    bar in the upper half of the frame at the column of its position, the target a green bar in the lower half.
+    The frame is not symmetric in either axis or in its channels, so an image path that flips or swaps them
+    between training and acting loses the task.
     An episode lasts ``max_steps`` steps and ends by truncation (time limit), never by termination.
 
     :param discrete: Discrete(3) actions (left, stay, right) instead of Box(-1, 1, (1,))
@@ -30,7 +30,7 @@ class PointMassEnv(gym.Env):
     """
 
     FRAME = 64
-    MARK = 8  # side of the squares, in pixels
+    MARK = 8  # width of the bars, in pixels
 
     metadata: dict[str, Any] = {"render_modes": []}
 
@@ -64,10 +64,10 @@ class PointMassEnv(gym.Env):
         if not self.pixels:
             return np.array([self.position, self.target - self.position], dtype=np.float32)
         frame = np.zeros((self.FRAME, self.FRAME, 3), dtype=np.uint8)
-        half, mark = self.FRAME // 2, self.MARK
+        half, mark, margin = self.FRAME // 2, self.MARK, self.FRAME // 16
         point, target = self._column(self.position), self._column(self.target)
-        frame[half // 2 - mark // 2 : half // 2 + mark // 2, point : point + mark, 0] = 255
-        frame[half + half // 2 - mark // 2 : half + half // 2 + mark // 2, target : target + mark, 1] = 255
+        frame[margin : half - margin, point : point + mark, 0] = 255
+        frame[half + margin : self.FRAME - margin, target : target + mark, 1] = 255
         return frame
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict[str, Any]] = None) -> tuple[np.ndarray, dict]:

@@ -305,6 +305,19 @@ def make_capturable(optimizer: th.optim.Optimizer) -> None:
                 state["step"] = state["step"].to(device=device, dtype=th.float32)
 
 
+def release_capturable(optimizer: th.optim.Optimizer) -> None:
+    """Undo :func:`make_capturable` (e.g. for a model saved from a captured run and loaded to train eagerly)."""
+    for group in optimizer.param_groups:
+        if group.get("capturable"):
+            group["capturable"] = False
+        if isinstance(group["lr"], th.Tensor):
+            group["lr"] = float(group["lr"])
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter, {})
+            if isinstance(state.get("step"), th.Tensor) and state["step"].device.type != "cpu":
+                state["step"] = state["step"].to("cpu", th.float32)
+
+
 class CapturedUpdate:
     """
     Runs an update function as a captured CUDA graph: each batch is copied into static input tensors, and the graph

@@ -39,7 +39,14 @@ from sb3_rssm.common.resize import ResizedVecNormalize, VecResizeImage, resized_
 from sb3_rssm.common.rssm import LatentState
 from sb3_rssm.common.spaces import IMAGE_SIZE, actions_to_model, check_action_space, split_observation_space
 from sb3_rssm.common.type_aliases import SequenceSamples
-from sb3_rssm.common.update import CapturedUpdate, GradientUpdate, NonFiniteUpdateError, make_capturable, set_learning_rate
+from sb3_rssm.common.update import (
+    CapturedUpdate,
+    GradientUpdate,
+    NonFiniteUpdateError,
+    make_capturable,
+    release_capturable,
+    set_learning_rate,
+)
 
 __all__ = ["EnvWorkerError", "NonFiniteUpdateError", "WorldModelAlgorithm"]
 
@@ -326,6 +333,29 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
             set_learning_rate(optimizer, schedule(1.0))
         self._build_update()
 
+    def _prepare_optimizers(self) -> None:
+        """Optimizers in the form the update runs them: capturable for a captured graph, plain otherwise."""
+        for group in self.policy.optimizer_groups():
+            if self.compile_update == "cuda_graph":
+                make_capturable(group.optimizer)
+            else:
+                release_capturable(group.optimizer)
+
+    def set_parameters(
+        self,
+        load_path_or_dict: Union[str, dict[str, Any]],
+        exact_match: bool = True,
+        device: Union[th.device, str] = "auto",
+    ) -> None:
+        """
+        SB3's ``set_parameters``; then the loaded optimizer states are put in the form this model's update runs
+        (``load_state_dict`` brings back the saving model's ``capturable`` flags and tensor learning rates).
+
+        Parameters: as :meth:`stable_baselines3.common.base_class.BaseAlgorithm.set_parameters`.
+        """
+        super().set_parameters(load_path_or_dict, exact_match, device)
+        self._prepare_optimizers()
+
     def _build_update(self) -> None:
         """
         The update machinery over the policy's optimizer groups (:class:`~sb3_rssm.common.update.GradientUpdate`),
@@ -343,8 +373,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
                     "compile_update='cuda_graph' cannot capture float16 loss scaling (GradScaler decides on the host): "
                     "use mixed_precision='bf16' or None with it."
                 )
-            for group in self.policy.optimizer_groups():
-                make_capturable(group.optimizer)
+        self._prepare_optimizers()
         self.update = GradientUpdate(
             self.policy.optimizer_groups(),
             self.max_grad_norm,
