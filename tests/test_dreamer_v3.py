@@ -37,6 +37,12 @@ def test_policy_built_from_a_preset():
     assert (rssm.deterministic_size, rssm.hidden_size, rssm.classes, rssm.stochastic_size) == (512, 64, 4, 32)
     assert policy.actor.net[0].out_features == policy.world_model.encoder.mlp_units == 64
     assert policy.get_parameter("critic.0.weight").shape == (64, 512 + 32 * 4)  # type: ignore[attr-defined]
+    # the paper's KL scales and free bits, the reference's heads and optimizer
+    world_model = policy.world_model
+    assert (world_model.dyn_scale, world_model.rep_scale, world_model.free_bits) == (0.5, 0.1, 1.0)
+    assert world_model.two_hot.bins.shape == (255,) and rssm.blocks == 8 and rssm.unimix == 0.01
+    defaults = policy.world_model_optimizer.defaults
+    assert (defaults["lr"], defaults["eps"], defaults["agc"], defaults["warmup"]) == (1e-3, 1e-20, 0.3, 1000)
 
 
 def test_reward_and_critic_heads_start_at_exactly_zero():

@@ -51,7 +51,7 @@ class LaProp(th.optim.Optimizer):
         if lr < 0 or eps < 0 or agc < 0 or warmup < 0 or not all(0.0 <= beta < 1.0 for beta in betas):
             raise ValueError(f"Invalid LaProp settings: lr={lr}, betas={betas}, eps={eps}, agc={agc}, warmup={warmup}")
         defaults = dict(
-            lr=lr, betas=betas, eps=eps, agc=agc, agc_min_norm=agc_min_norm, warmup=warmup, capturable=True, foreach=None
+            lr=lr, betas=betas, eps=eps, agc=agc, agc_min_norm=agc_min_norm, warmup=warmup, capturable=False, foreach=None
         )
         super().__init__(params, defaults)
 
@@ -62,25 +62,39 @@ class LaProp(th.optim.Optimizer):
             with th.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                state = self.state[p]
-                if not state:
-                    # on the parameter's device, so that no step reads a value back to the host
-                    state["step"] = th.zeros((), dtype=th.float32, device=p.device)
-                    state["nu"] = th.zeros_like(p, memory_format=th.preserve_format)
-                    state["mu"] = th.zeros_like(p, memory_format=th.preserve_format)
-                if group["agc"]:
-                    limit = group["agc"] * th.linalg.vector_norm(p).clamp(min=group["agc_min_norm"])
-                    grad = grad * (limit / th.linalg.vector_norm(grad)).clamp(max=1.0)
-                step, nu, mu = state["step"], state["nu"], state["mu"]
-                step += 1
-                nu.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-                rms = (nu / (1.0 - beta2**step)).sqrt_().add_(group["eps"])
-                mu.mul_(beta1).add_(grad / rms, alpha=1.0 - beta1)
-                warmup = (step / group["warmup"]).clamp(max=1.0) if group["warmup"] else 1.0
-                p.sub_(mu * (group["lr"] * warmup / (1.0 - beta1**step)))
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                self._update(group, params)
         return loss
+
+    def _update(self, group: dict[str, Any], params: list[th.Tensor]) -> None:
+        """One step of the parameters of ``group`` that have gradients, as ``foreach`` operations over them all."""
+        beta1, beta2 = group["betas"]
+        for p in params:
+            state = self.state[p]
+            if not state:
+                # on the parameter's device, so that no step reads a value back to the host
+                state["step"] = th.zeros((), dtype=th.float32, device=p.device)
+                state["nu"] = th.zeros_like(p, memory_format=th.preserve_format)
+                state["mu"] = th.zeros_like(p, memory_format=th.preserve_format)
+        states = [self.state[p] for p in params]
+        grads = [p.grad for p in params]
+        steps = [state["step"] for state in states]
+        nus, mus = [state["nu"] for state in states], [state["mu"] for state in states]
+        if group["agc"]:
+            limits = group["agc"] * th.stack(th._foreach_norm(params)).clamp(min=group["agc_min_norm"])
+            factors = (limits / th.stack(th._foreach_norm(grads))).clamp(max=1.0)
+            grads = th._foreach_mul(grads, list(factors.unbind()))
+        th._foreach_add_(steps, 1.0)
+        # (the step counts may sit on the host: update.release_capturable puts them there)
+        step = th.stack(steps).to(params[0].device)
+        th._foreach_mul_(nus, beta2)
+        th._foreach_addcmul_(nus, grads, grads, value=1.0 - beta2)
+        rms = th._foreach_div(nus, list((1.0 - beta2**step).unbind()))
+        th._foreach_sqrt_(rms)
+        th._foreach_add_(rms, group["eps"])
+        th._foreach_mul_(mus, beta1)
+        th._foreach_add_(mus, th._foreach_div(grads, rms), alpha=1.0 - beta1)
+        warmup = (step / group["warmup"]).clamp(max=1.0) if group["warmup"] else th.ones_like(step)
+        scales = group["lr"] * warmup / (1.0 - beta1**step)
+        th._foreach_sub_(params, th._foreach_mul(mus, list(scales.unbind())))
