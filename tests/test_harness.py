@@ -1,10 +1,17 @@
-"""The performance harness's plumbing (benchmarks/run.py): reading the TorchRL peer's output and writing the tables."""
+"""
+The benchmark plumbing: the performance harness (benchmarks/run.py) reading the TorchRL peer's output and writing
+its tables, and PlaNet's plan diagnostics (benchmarks/planet_diagnostics.py).
+"""
 
 import json
 import pathlib
 import sys
 
-from benchmarks import run
+import numpy as np
+
+from benchmarks import planet_diagnostics, run
+from sb3_rssm import PlaNet
+from tests.conftest import tiny_model
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -68,3 +75,13 @@ def test_docs_are_rewritten_only_with_write_docs(tmp_path, monkeypatch):
     # the command recorded with the tables is the measuring command, without --write-docs
     assert f"python -m benchmarks.run --sections memory --threads 1 --out {tmp_path}" in written[0][0]
     assert "--write-docs" not in written[0][0]
+
+
+def test_planet_diagnostics_compare_predicted_and_true_plan_returns():
+    model = tiny_model(PlaNet, "MlpPolicy", "Pendulum-v1", seed=0)
+    model.learn(40)
+    rows = planet_diagnostics.diagnose(model, "Pendulum-v1", episodes=1, seed=0)
+    assert len(rows) == 200 and rows[-1]["t"] == 199
+    assert all(np.isfinite([r["predicted"], r["true"], r["elite_return"], r["candidate_return_std"]]).all() for r in rows)
+    # Pendulum's rewards are at most 0: the true return of a 3-step plan is too
+    assert all(r["true"] <= 0 for r in rows)

@@ -39,12 +39,21 @@ def test_register_algos():
 
 def test_with_defaults():
     train = with_defaults("--algo dreamer_v1 --env Pendulum-v1 -f runs".split(), "train")
-    assert train[-4:] == [
+    assert train[-6:] == [
         "--conf-file",
         hyperparams_file("dreamer_v1"),
+        "--eval-freq",
+        "2000",  # a tenth of the YAML's 20,000 steps: the zoo's default of 25,000 would leave nothing to plot
         "--tensorboard-log",
         os.path.join("runs", "tensorboard"),
     ]
+    assert with_defaults("--algo planet --env Pendulum-v1 -n 5000 --eval-freq 700".split(), "train")[-4:-2] == [
+        "--conf-file",
+        hyperparams_file("planet"),
+    ]
+    assert "500" in with_defaults("--algo planet --env Pendulum-v1 -n 5000".split(), "train")
+    cpu = with_defaults(f"--algo dreamer_v1 --env {dmc_env_id('cartpole-swingup')} --preset cpu".split(), "train")
+    assert "--preset" not in cpu and hyperparams_file("dreamer_v1", "cpu") in cpu and "1250" in cpu
     # the user's choices win; the zoo's own algorithms keep the zoo's defaults
     given = ["--algo=planet", "-conf", "my.yml", "-tb", ""]
     assert with_defaults(given, "train") == given

@@ -227,6 +227,17 @@ class SequenceReplayBuffer(ReplayBuffer):
         rows %= self.buffer_size
         return self._get_samples((rows, envs[:, None]), env=env)
 
+    def _to_device(self, array: np.ndarray, dtype: Optional[th.dtype] = None) -> th.Tensor:
+        """
+        A sampled array as a tensor on the buffer's device. To a GPU it goes through pinned host memory with an
+        asynchronous copy (PyTorch's caching host allocator keeps the pinned block until the copy is done), so
+        the host samples the next batch while the device still trains on this one.
+        """
+        tensor = th.as_tensor(np.ascontiguousarray(array), dtype=dtype)
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
     def _get_samples(  # type: ignore[override]
         self, batch_inds: tuple[np.ndarray, np.ndarray], env: Optional[VecNormalize] = None
     ) -> SequenceSamples:
@@ -237,12 +248,12 @@ class SequenceReplayBuffer(ReplayBuffer):
             obs = self.observations[rows, envs]
         obs = self._normalize_obs(obs, env)
         if isinstance(obs, dict):
-            observations: Any = {key: th.as_tensor(value, device=self.device) for key, value in obs.items()}
+            observations: Any = {key: self._to_device(value) for key, value in obs.items()}
         else:
-            observations = th.as_tensor(obs, device=self.device)
+            observations = self._to_device(obs)
 
         def tensor(array: np.ndarray) -> th.Tensor:
-            return th.as_tensor(np.ascontiguousarray(array), device=self.device, dtype=th.float32)
+            return self._to_device(array, th.float32)
 
         return SequenceSamples(
             observations=observations,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import gymnasium as gym
@@ -11,7 +12,7 @@ from gymnasium import spaces
 
 class PointMassEnv(gym.Env):
     """
-    A point on a line must reach a target and stay there. Deterministic.
+    A point on a line must reach a target and stay there. Deterministic (with ``targets``, given the reset seed).
 
     The point starts at ``start``; each step moves it by ``step_size * action`` (clipped to [-1, 1]),
     and the reward is ``-|position - target|`` after the move. Observation: ``[position, target - position]``,
@@ -27,6 +28,8 @@ class PointMassEnv(gym.Env):
     :param target: target position
     :param step_size: distance moved by a full action
     :param pixels: observe 64x64x3 frames instead of the two numbers
+    :param targets: if given, every reset draws the target uniformly from these (instead of ``target``), so that
+        a policy has to observe the target to know which way to go
     """
 
     FRAME = 64
@@ -42,12 +45,14 @@ class PointMassEnv(gym.Env):
         target: float = 0.5,
         step_size: float = 0.1,
         pixels: bool = False,
+        targets: Optional[Sequence[float]] = None,
     ) -> None:
         self.discrete = discrete
         self.max_steps = max_steps
         self.start = start
         self.target = target
         self.step_size = step_size
+        self.targets = None if targets is None else [float(t) for t in targets]
         self.action_space = spaces.Discrete(3) if discrete else spaces.Box(-1.0, 1.0, (1,), np.float32)
         self.pixels = pixels
         if pixels:
@@ -73,6 +78,8 @@ class PointMassEnv(gym.Env):
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict[str, Any]] = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         self.position, self.steps = self.start, 0
+        if self.targets is not None:
+            self.target = self.targets[int(self.np_random.integers(len(self.targets)))]
         return self._obs(), {}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:

@@ -90,6 +90,19 @@ def _pop_option(argv: list[str], name: str) -> tuple[Optional[str], list[str]]:
     return value, rest
 
 
+def _yaml_budget(path: str, env_id: str) -> Optional[int]:
+    """``n_timesteps`` of the entry for ``env_id`` in the zoo YAML at ``path``, if there is one."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            entry = (yaml.safe_load(f) or {}).get(env_id) or {}
+    except OSError:
+        return None
+    budget = entry.get("n_timesteps")
+    return int(float(budget)) if budget is not None else None
+
+
 def with_defaults(argv: list[str], script: str) -> list[str]:
     """
     The zoo command line ``argv`` with this package's defaults added where the user gave none.
@@ -97,7 +110,8 @@ def with_defaults(argv: list[str], script: str) -> list[str]:
     - train (this package's algorithms only): ``--conf-file`` points at the shipped YAML of the algorithm (with
       ``--preset cpu``, an option of the launcher that the zoo never sees: the one sized for a 2-core CPU), and
       ``--tensorboard-log <log folder>/tensorboard`` (the zoo logs no TensorBoard by default; ``-tb ""`` turns
-      it off again);
+      it off again), and ``--eval-freq`` a tenth of the run's budget (``-n`` or the YAML's ``n_timesteps``), so that
+      every run leaves evaluations for the zoo's plots;
     - enjoy and record_video: ``--folder logs``, where train writes (the zoo's default is rl-trained-agents/).
 
     :param argv: command-line arguments, without the program name
@@ -114,6 +128,14 @@ def with_defaults(argv: list[str], script: str) -> list[str]:
             raise ValueError("--preset chooses the hyperparameter file: give it or --conf-file, not both")
         if algo in ALGOS and _option_value(argv, "-conf", "--conf-file") is None:
             argv += ["--conf-file", hyperparams_file(algo, preset or "default")]
+        if algo in ALGOS and _option_value(argv, "--eval-freq") is None:
+            # ten evaluations per run: the zoo's default (every 25,000 steps) never evaluates a short run, and its
+            # plotting scripts then find nothing to plot
+            budget = _option_value(argv, "-n", "--n-timesteps") or _yaml_budget(
+                _option_value(argv, "-conf", "--conf-file") or "", _option_value(argv, "--env") or ""
+            )
+            if budget and int(budget) > 0:
+                argv += ["--eval-freq", str(max(1, int(budget) // 10))]
         if algo in ALGOS and _option_value(argv, "-tb", "--tensorboard-log") is None:
             log_folder = _option_value(argv, "-f", "--log-folder") or DEFAULT_LOG_FOLDER
             argv += ["--tensorboard-log", os.path.join(log_folder, "tensorboard")]
