@@ -205,6 +205,8 @@ def run(
         steps, curve = evaluations["timesteps"].tolist(), evaluations["results"].mean(axis=1).tolist()
     wall = time.time() - start
     if isinstance(model, WorldModelAlgorithm):
+        # the policy alone (no replay, no optimizers): what examples/quickstart_pixels.py loads
+        model.policy.save(os.path.join(log_path, "policy.zip"))
         save_open_loop_picture(model, eval_env, os.path.join(out, f"open_loop_{name}.png"))
     return dict(
         algo=algo,

@@ -16,8 +16,10 @@ class PointMassEnv(gym.Env):
 
     The point starts at ``start``; each step moves it by ``step_size * action`` (clipped to [-1, 1]),
     and the reward is ``-|position - target|`` after the move. Observation: ``[position, target - position]``,
-    or with ``pixels=True`` a 64x64x3 uint8 frame (channel-last, as gymnasium renders): the point is a red
-    bar in the upper half of the frame at the column of its position, the target a green bar in the lower half.
+    or with ``pixels=True`` a 64x64x3 uint8 frame (channel-last, as gymnasium renders) of two progress bars:
+    the upper half is red from the left edge to the point's column, the lower half green up to the target's.
+    (Filled bars rather than thin marks: the pixels that differ grow with the distance, so a small model's
+    reconstruction error leads it towards the right position instead of giving no gradient until it overlaps.)
     The frame is not symmetric in either axis or in its channels, so an image path that flips or swaps them
     between training and acting loses the task.
     An episode lasts ``max_steps`` steps and ends by truncation (time limit), never by termination.
@@ -33,7 +35,7 @@ class PointMassEnv(gym.Env):
     """
 
     FRAME = 64
-    MARK = 8  # width of the bars, in pixels
+    MARK = 8  # the bars' length at position -1, in pixels
 
     metadata: dict[str, Any] = {"render_modes": []}
 
@@ -71,8 +73,8 @@ class PointMassEnv(gym.Env):
         frame = np.zeros((self.FRAME, self.FRAME, 3), dtype=np.uint8)
         half, mark, margin = self.FRAME // 2, self.MARK, self.FRAME // 16
         point, target = self._column(self.position), self._column(self.target)
-        frame[margin : half - margin, point : point + mark, 0] = 255
-        frame[half + margin : self.FRAME - margin, target : target + mark, 1] = 255
+        frame[margin : half - margin, : point + mark, 0] = 255
+        frame[half + margin : self.FRAME - margin, : target + mark, 1] = 255
         return frame
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict[str, Any]] = None) -> tuple[np.ndarray, dict]:
