@@ -5,6 +5,7 @@ import os
 import runpy
 import sys
 
+import numpy as np
 import pytest
 
 from sb3_rssm.common.dmc import dmc_env_id
@@ -57,3 +58,17 @@ def test_benchmark_writes_table_and_curves(tmp_path):
     table = open(os.path.join(out + "_pixels", "table.md")).read()
     assert f"| dreamer_v1 | {pixels} | 1 | 20 | " in table and f"({pixels}: 8)" in table
     assert os.path.isfile(os.path.join(out + "_pixels", f"curve_{pixels.replace('/', '-')}.png"))
+    # each world model's policy, as examples/quickstart_pixels.py loads the shipped one
+    assert os.path.isfile(os.path.join(out + "_pixels", f"dreamer_v1_{pixels.replace('/', '-')}_0", "policy.zip"))
+
+
+def test_shipped_pixel_checkpoint_loads_and_acts():
+    # examples/quickstart_pixels.py evaluates this file: it must keep loading as the code changes
+    from sb3_rssm.dreamer.policies import CnnPolicy
+
+    path = os.path.join(os.path.dirname(SCRIPT), "checkpoints", "dreamer_v1_cartpole_swingup_cpu.zip")
+    policy = CnnPolicy.load(path, device="cpu")
+    assert policy.observation_space.shape == (3, 64, 64) and policy.action_space.shape == (1,)
+    frames = np.zeros((2, 3, 64, 64), dtype=np.uint8)
+    actions, state = policy.predict(frames, state=None, episode_start=np.ones(2, dtype=bool), deterministic=True)
+    assert actions.shape == (2, 1) and np.all(np.abs(actions) <= 1) and len(state) == 3
