@@ -85,7 +85,7 @@ def reward_r2_through_predict(model, transform=lambda frames: frames, episodes=6
             state = (state[0], state[1], action)
             obs, rewards, dones, _ = env.step(action)
             reward, done, start = float(rewards[0]), bool(dones[0]), dones
-    true = np.array(true[: len(predicted)])
+    true = np.array(true)
     return float(1 - np.mean((np.array(predicted) - true) ** 2) / true.var())
 
 
