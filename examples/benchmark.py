@@ -13,13 +13,14 @@ Runs accumulate: ``results.json`` keeps every (algorithm, env, seed) run ever wr
 replaces its own entry), so seeds can run in separate invocations, at different times, and the table and
 curves are drawn from all of them.
 
-Algorithms: ``dreamer_v1``, ``dreamer_v3`` and ``planet`` (this package), ``sac`` (SB3's SAC, for scale) and ``random``
-(uniformly random actions, evaluated only). Hyperparameters: the zoo files ``sb3_rssm/zoo/hyperparams/<algo>.yml``
-(``--preset cpu``: ``cpu/<algo>.yml``, settings sized for a 2-core CPU), the one place they are kept; SAC's are
-below. On the dm_control pixel ids ``--timesteps`` counts agent steps, each ``action_repeat`` frames; SAC
-sees the last 3 frames stacked there, the usual input of model-free agents on pixels, while the world models
-see one frame and remember. ``--tiny`` swaps in tiny networks and a fast update cadence to check the script
-end to end in seconds; its numbers mean nothing.
+Algorithms: ``dreamer_v1``, ``dreamer_v3`` and ``planet`` (this package), SB3's ``sac`` (Box actions), ``dqn`` and
+``ppo`` (CartPole-v1) for scale, and ``random`` (uniformly random actions, evaluated only). Hyperparameters: the zoo
+files ``sb3_rssm/zoo/hyperparams/<algo>.yml`` (``--preset cpu``: ``cpu/<algo>.yml``, settings sized for a 2-core
+CPU), the one place they are kept; those of SB3's algorithms are below (rl-zoo3's where it has them). On the
+dm_control pixel ids ``--timesteps`` counts agent steps, each ``action_repeat`` frames; SAC sees the last 3
+frames stacked there, the usual input of model-free agents on pixels, while the world models see one frame and
+remember. ``--tiny`` swaps in tiny networks and a fast update cadence to check the script end to end in seconds;
+its numbers mean nothing.
 
 Run it alone on the machine: wall times are only comparable without other work beside them.
 """
@@ -30,7 +31,7 @@ import argparse
 import json
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import matplotlib
 
@@ -39,7 +40,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3 import SAC
+from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -53,14 +54,56 @@ from sb3_rssm.common.world_model_algorithm import WorldModelAlgorithm
 from sb3_rssm.zoo import load_hyperparams
 
 WORLD_MODELS = {"dreamer_v1": DreamerV1, "dreamer_v3": DreamerV3, "planet": PlaNet}
-ALGOS = [*WORLD_MODELS, "sac", "random"]
+BASELINES = {"sac": SAC, "dqn": DQN, "ppo": PPO}
+ALGOS = [*WORLD_MODELS, *BASELINES, "random"]
 
 # SB3's SAC, for scale. Pendulum-v1: rl-zoo3's settings. Pixels: SB3's CnnPolicy (NatureCNN) on 3 stacked
 # frames, SAC's defaults but a batch of 128 (a 2-core CPU gets through 12,500 updates in about half an hour), the
 # world models' 5000 random prefill frames, and a replay buffer of 20,000 steps (SB3 keeps every observation
 # twice: 1.5 GB of stacked 64x64x9 frames; it holds the whole 100k-frame run at action repeat 8).
 SAC_PIXELS = dict(policy="CnnPolicy", frame_stack=3, buffer_size=20_000, batch_size=128, learning_starts=625)
-SAC_HYPERPARAMS: dict[str, dict[str, Any]] = {"Pendulum-v1": dict(policy="MlpPolicy", learning_rate=1e-3)}
+
+
+def zoo_linear(initial: float) -> Callable[[float], float]:
+    """rl-zoo3's ``lin_<initial>`` schedule: ``initial`` times the fraction of the run still to go."""
+    return lambda progress_remaining: progress_remaining * initial
+
+
+# DQN and PPO on CartPole-v1: rl-zoo3 2.9's settings (hyperparams/dqn.yml, ppo.yml); its ``lin_`` schedules anneal to
+# zero over the run's own budget, as the zoo's do. PPO steps 8 envs at once, so its env steps are the 8 envs' sum.
+BASELINE_HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
+    "sac": {"Pendulum-v1": dict(policy="MlpPolicy", learning_rate=1e-3)},
+    "dqn": {
+        "CartPole-v1": dict(
+            policy="MlpPolicy",
+            learning_rate=2.3e-3,
+            batch_size=64,
+            buffer_size=100_000,
+            learning_starts=1000,
+            gamma=0.99,
+            target_update_interval=10,
+            train_freq=256,
+            gradient_steps=128,
+            exploration_fraction=0.16,
+            exploration_final_eps=0.04,
+            policy_kwargs=dict(net_arch=[256, 256]),
+        )
+    },
+    "ppo": {
+        "CartPole-v1": dict(
+            policy="MlpPolicy",
+            n_envs=8,
+            n_steps=32,
+            batch_size=256,
+            gae_lambda=0.8,
+            gamma=0.98,
+            n_epochs=20,
+            ent_coef=0.0,
+            learning_rate=zoo_linear(1e-3),
+            clip_range=zoo_linear(0.2),
+        )
+    },
+}
 
 # Published anchors printed under the table: paper-size models on GPUs, read from the authors' score files.
 PUBLISHED = {
@@ -94,21 +137,31 @@ TINY: dict[str, dict[str, Any]] = {
     ),
     "planet": dict(policy_kwargs=dict(**_TINY_MODEL, planning_horizon=3, num_candidates=16, num_elites=4, cem_iterations=2)),
     "sac": dict(buffer_size=1000, learning_starts=10, batch_size=4, policy_kwargs=dict(net_arch=[8])),
+    "dqn": dict(learning_starts=10, train_freq=10, gradient_steps=1, policy_kwargs=dict(net_arch=[8])),
+    "ppo": dict(n_envs=2, n_steps=8, batch_size=8, n_epochs=1, policy_kwargs=dict(net_arch=[8])),
 }
 _TINY_CADENCE = dict(buffer_size=10_000, learning_starts=20, batch_size=2, sequence_length=4, train_freq=10, gradient_steps=1)
 
 
 def hyperparameters(algo: str, env_id: str, tiny: bool = False, preset: str = "default") -> dict[str, Any]:
     """
-    Constructor keyword arguments for one run: the zoo YAML entry (SAC: :data:`SAC_HYPERPARAMS`); ``tiny`` shrinks
-    them. A ``frame_stack`` entry is the number of frames stacked by the env, not a constructor argument.
+    Constructor keyword arguments for one run: the zoo YAML entry (SB3's algorithms: :data:`BASELINE_HYPERPARAMS`);
+    ``tiny`` shrinks them. ``frame_stack`` and ``n_envs`` entries shape the env, they are not constructor arguments.
     """
     if algo == "random":
         return {}
-    if algo == "sac":
-        kwargs = dict(SAC_HYPERPARAMS.get(env_id) or (SAC_PIXELS if env_id.startswith("sb3_rssm/dmc-") else {}))
+    if algo in BASELINES:
+        kwargs = BASELINE_HYPERPARAMS[algo].get(env_id)
+        if kwargs is None and algo == "sac" and env_id.startswith("sb3_rssm/dmc-"):
+            kwargs = SAC_PIXELS
+        if kwargs is None:
+            raise ValueError(
+                f"examples/benchmark.py has no {algo} settings for {env_id!r} (it has them for "
+                f"{sorted(BASELINE_HYPERPARAMS[algo])}): add an entry to BASELINE_HYPERPARAMS"
+            )
+        kwargs = dict(kwargs)
         if tiny:
-            kwargs.update(TINY["sac"])
+            kwargs.update(TINY[algo])
         return kwargs
     kwargs = load_hyperparams(algo, env_id, preset=preset)
     if tiny:
@@ -117,9 +170,9 @@ def hyperparameters(algo: str, env_id: str, tiny: bool = False, preset: str = "d
     return kwargs
 
 
-def make_env(env_id: str, seed: int, frame_stack: int = 1) -> VecEnv:
-    """One Monitor-wrapped env, seeded, with ``frame_stack`` frames stacked and channel-last images transposed."""
-    env: VecEnv = make_vec_env(env_id, n_envs=1, seed=seed)
+def make_env(env_id: str, seed: int, frame_stack: int = 1, n_envs: int = 1) -> VecEnv:
+    """``n_envs`` Monitor-wrapped envs, seeded, with ``frame_stack`` frames stacked and channel-last images transposed."""
+    env: VecEnv = make_vec_env(env_id, n_envs=n_envs, seed=seed)
     if frame_stack > 1:
         env = VecFrameStack(env, frame_stack)
     space = env.observation_space
@@ -186,10 +239,10 @@ def run(
     preset: str = "default",
 ) -> dict:
     kwargs = hyperparameters(algo, env_id, tiny, preset)
-    frame_stack = kwargs.pop("frame_stack", 1)
+    frame_stack, n_envs = kwargs.pop("frame_stack", 1), kwargs.pop("n_envs", 1)
     name = f"{algo}_{env_id.replace('/', '-')}_{seed}"
     log_path = os.path.join(out, name)
-    env, eval_env = make_env(env_id, seed, frame_stack), make_env(env_id, 1000 + seed, frame_stack)
+    env, eval_env = make_env(env_id, seed, frame_stack, n_envs), make_env(env_id, 1000 + seed, frame_stack)
     start = time.time()
     if algo == "random":
         model = None
@@ -197,8 +250,11 @@ def run(
         steps, curve = [0, timesteps], [float(final)] * 2
     else:
         policy = kwargs.pop("policy", None) or ("CnnPolicy" if is_image_space(env.observation_space) else "MlpPolicy")
-        model = (SAC if algo == "sac" else WORLD_MODELS[algo])(policy, env, seed=seed, **kwargs)
-        callback = EvalCallback(eval_env, eval_freq=eval_freq, n_eval_episodes=eval_episodes, log_path=log_path, warn=False)
+        model = {**WORLD_MODELS, **BASELINES}[algo](policy, env, seed=seed, **kwargs)
+        # EvalCallback counts vec-env steps, each n_envs env steps
+        callback = EvalCallback(
+            eval_env, eval_freq=max(eval_freq // n_envs, 1), n_eval_episodes=eval_episodes, log_path=log_path, warn=False
+        )
         model.learn(timesteps, callback=callback)
         final, _ = evaluate_policy(model, eval_env, n_eval_episodes=eval_episodes)
         evaluations = np.load(os.path.join(log_path, "evaluations.npz"))

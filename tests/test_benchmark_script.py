@@ -72,3 +72,22 @@ def test_shipped_pixel_checkpoint_loads_and_acts():
     frames = np.zeros((2, 3, 64, 64), dtype=np.uint8)
     actions, state = policy.predict(frames, state=None, episode_start=np.ones(2, dtype=bool), deterministic=True)
     assert actions.shape == (2, 1) and np.all(np.abs(actions) <= 1) and len(state) == 3
+
+
+def test_benchmark_runs_sb3_baselines_on_cartpole(tmp_path):
+    # DQN and PPO with rl-zoo3's CartPole-v1 settings (shrunk by --tiny); PPO's env steps count all of its envs
+    out = str(tmp_path / "cartpole")
+    argv = "--algos dqn ppo random --envs CartPole-v1 --seeds 0 --timesteps 64 --eval-freq 32 --eval-episodes 1"
+    _run([*argv.split(), "--threads", "1", "--tiny", "--out", out])
+    results = {r["algo"]: r for r in json.load(open(os.path.join(out, "results.json")))}
+    assert set(results) == {"dqn", "ppo", "random"}
+    assert results["dqn"]["curve_steps"] == [32, 64] and results["ppo"]["curve_steps"][-1] == 64
+    assert all(r["final_return"] >= 1 for r in results.values())
+    table = open(os.path.join(out, "table.md")).read()
+    assert "| dqn | CartPole-v1 | 1 | 64 | " in table and "| ppo | CartPole-v1 | 1 | 64 | " in table
+
+
+def test_benchmark_names_a_missing_baseline_setting():
+    namespace = runpy.run_path(SCRIPT)
+    with pytest.raises(ValueError, match=r"no dqn settings for 'Pendulum-v1'.*BASELINE_HYPERPARAMS"):
+        namespace["hyperparameters"]("dqn", "Pendulum-v1")

@@ -26,9 +26,7 @@ def trained_dreamer(**kwargs):
 
 def snapshot(model):
     policy = model.policy
-    return copy.deepcopy(
-        (policy.state_dict(), [getattr(policy, name).state_dict() for name in policy.optimizer_names])
-    )
+    return copy.deepcopy((policy.state_dict(), [getattr(policy, name).state_dict() for name in policy.optimizer_names]))
 
 
 def restore(model, saved):
