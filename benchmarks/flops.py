@@ -2,14 +2,20 @@
 Analytic FLOP counts of what a piece of code actually runs: forward hooks on every dense, GRU and
 (transposed) convolution layer count the multiply-accumulates of each call from its real shapes,
 and the backward pass is counted from what autograd must compute for that call (the weight gradient
-where the weights are trained, the input gradient where the input needs one).
+where the weights are trained, the input gradient where the input needs one) (:class:`FlopCounter`);
+and a count of every matmul and convolution the dispatcher runs, forward and backward, whatever module
+or function issues it (:class:`OpFlopCounter`).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch as th
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 LAYERS = (nn.Linear, nn.GRUCell, nn.Conv2d, nn.ConvTranspose2d)
 
@@ -66,3 +72,30 @@ class FlopCounter:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+class OpFlopCounter(TorchDispatchMode):
+    """
+    FLOPs of every matmul, batched matmul and convolution that runs while active, forward and backward, by torch's
+    own formulas (``torch.utils.flop_counter.flop_registry``)::
+
+        with OpFlopCounter() as counter:
+            train_step()
+        counter.total
+
+    It counts operations, not layers, so it sees what :class:`FlopCounter`'s hooks miss (DreamerV3's block-diagonal
+    GRU is a ``bmm`` on its weights). It is torch's ``FlopCounterMode`` without the per-module breakdown, whose
+    module tracker fails on modules called under ``no_grad`` with inputs that require gradients.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += int(formula(*args, **kwargs, out_val=out))
+        return out

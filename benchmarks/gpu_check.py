@@ -12,6 +12,8 @@ Sections:
   CUDA graph (float32, TF32, bf16) and with ``torch.compile(mode="reduce-overhead")``, in updates per second and as
   a share of the GPU's measured dense matmul rate; TorchRL's eager update in the same process tree
   (``.gpu/peer_torchrl_dreamer.py``, when torchrl is importable);
+* ``update_v3``: the DreamerV3 paper-config pixel update (model size ``size200m``, batch 16 x 64, horizon 15), eager
+  in float32 and with bf16;
 * ``cem``: PlaNet's CEM at the paper config (1000 candidates, 10 iterations, horizon 12), 1 and 16 envs;
 * ``smoke``: DreamerV1 learning the point-mass task from 64x64 pixels on CUDA for about 90 s (losses must fall).
 """
@@ -32,8 +34,8 @@ import torch as th
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PEER = ROOT / ".gpu" / "peer_torchrl_dreamer.py"
-# seconds per section; together 7 minutes, inside the 8 the check may take
-BUDGETS = {"pytest": 120, "update": 190, "cem": 40, "smoke": 70}
+# seconds per section; together 7.5 minutes, inside the 8 the check may take
+BUDGETS = {"pytest": 120, "update": 170, "update_v3": 50, "cem": 40, "smoke": 70}
 PREFIX = "RESULT "
 
 
@@ -99,6 +101,26 @@ def section_update() -> None:
         emit(kind="torchrl", skipped="no .gpu/peer_torchrl_dreamer.py or no torchrl: run benchmarks/gpu_wheels.sh first")
 
 
+def section_update_v3() -> None:
+    from benchmarks import update_time
+    from benchmarks.machine import matmul_flops_per_s
+
+    for precision in (None, "bf16"):
+        peak = matmul_flops_per_s(8192, device="cuda", dtype=th.bfloat16 if precision else th.float32)
+        model, batch = update_time.build_v3("pixels", "size200m", device="cuda", mixed_precision=precision)
+        timing = update_time.time_v3_update(model, batch, updates=5)
+        emit(
+            kind="update_v3",
+            config=f"size200m, eager, {precision or 'float32'}",
+            update_s=timing["update_s"],
+            updates_per_s=1.0 / timing["update_s"],
+            gflop=timing["gflop"],
+            share_of_matmul_peak=timing["gflop"] * 1e9 / timing["update_s"] / peak,
+        )
+        del model, batch
+        th.cuda.empty_cache()
+
+
 def section_cem() -> None:
     from benchmarks import cem_time
 
@@ -159,6 +181,7 @@ def section_smoke() -> None:
 SECTIONS: dict[str, Callable[[], None]] = {
     "pytest": section_pytest,
     "update": section_update,
+    "update_v3": section_update_v3,
     "cem": section_cem,
     "smoke": section_smoke,
 }
@@ -215,6 +238,17 @@ def markdown(results: dict[str, Any]) -> str:
             fp32, bf16 = row["fp32_tflop_s"], row["bf16_tflop_s"]
             notes.append(f"Dense matmul rate measured: fp32 {fp32:.0f}, bf16 {bf16:.0f} TFLOP/s.")
     lines += ["", *notes, ""]
+    v3_rows = results["sections"].get("update_v3", {}).get("rows", [])
+    if v3_rows:
+        lines += [
+            "| DreamerV3 paper-config pixel update (16 x 64) | seconds | updates per second | share of the matmul peak |",
+            "|---|---|---|---|",
+            *(
+                f"| {row['config']} | {row['update_s']:.4f} | {row['updates_per_s']:.1f} | {row['share_of_matmul_peak']:.0%} |"
+                for row in v3_rows
+            ),
+            "",
+        ]
     for row in results["sections"].get("cem", {}).get("rows", []):
         milliseconds = row["plan_s"] * 1000
         lines.append(f"PlaNet CEM (1000 / 100 / 10, horizon 12), {row['n_envs']} env(s): {milliseconds:.1f} ms per action.")

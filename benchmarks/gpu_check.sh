@@ -7,7 +7,8 @@
 #
 # Installs the wheels of .gpu/wheels into /tmp/site without their dependencies (the machine's own torch, numpy,
 # pandas, matplotlib and pytest serve), then runs benchmarks/gpu_check.py: tests/test_cuda.py, the DreamerV1
-# paper-config pixel update (eager, bf16, captured as a CUDA graph, torch.compile) beside TorchRL's, PlaNet's CEM,
+# paper-config pixel update (eager, bf16, captured as a CUDA graph, torch.compile) beside TorchRL's, DreamerV3's
+# paper-config pixel update (size200m, float32 and bf16), PlaNet's CEM,
 # and a short pixel learning run. Writes $OUT/gpu_check.json and $OUT/gpu_check.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -44,7 +44,7 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 OUT = ROOT / "docs" / "benchmarks" / "harness"
 PEER = ROOT.parent / "shared" / "bench" / "peer_torchrl_dreamer.py"
 BEGIN, END = "<!-- harness:begin -->", "<!-- harness:end -->"
-SECTIONS = ("update", "cem", "acting", "memory", "scaling")
+SECTIONS = ("update", "update_v3", "cem", "acting", "memory", "scaling")
 
 
 def cpu_name() -> str:
@@ -93,6 +93,19 @@ def update_section(device: str, updates: int, peer_python: str | None) -> list[d
                 )[0]
         rows.append(row)
         print(json.dumps(dict(section="update", **row)), flush=True)
+    return rows
+
+
+def update_v3_section(device: str, updates: int, sizes: list[str]) -> list[dict[str, Any]]:
+    """DreamerV3's whole update at its paper configuration (batch 16 x 64, horizon 15) for each model size."""
+    rows = []
+    for obs in ("pixels", "state"):
+        for size in sizes:
+            model, batch = update_time.build_v3(obs, size, device=device)
+            row: dict[str, Any] = dict(obs=obs, size=size, **update_time.time_v3_update(model, batch, updates))
+            del model, batch
+            rows.append(row)
+            print(json.dumps(dict(section="update_v3", **row)), flush=True)
     return rows
 
 
@@ -295,6 +308,23 @@ def markdown(results: dict[str, Any], command: str) -> str:
                     f"{off['update_s']:.2f} s{peer}."
                 )
         lines.append("")
+    if "update_v3" in results:
+        lines += [
+            "| DreamerV3 update (batch 16 x 64, horizon 15) | model size | whole update | GFLOP | share of matmul peak |",
+            "|---|---|---|---|---|",
+        ]
+        for row in results["update_v3"]:
+            label = "64x64x3 pixels" if row["obs"] == "pixels" else "24-dim vector"
+            lines.append(
+                f"| {label} | `{row['size']}` | **{row['update_s']:.2f} s** | {row['gflop']:.0f} "
+                f"| {fraction(row['gflop'], row['update_s'], peak)} |"
+            )
+        lines += [
+            "",
+            "DreamerV3's losses share one backward pass, so its update is timed whole; its FLOPs are every matmul and "
+            "convolution that runs, forward and backward (`benchmarks/flops.py`, `OpFlopCounter`).",
+            "",
+        ]
     if "cem" in results:
         lines += [
             "| PlaNet CEM (12 / 1000 / 100 / 10) | seconds per action | GFLOP | lower bound | ratio |",
@@ -374,6 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (torch.set_num_threads)")
     parser.add_argument("--updates", type=int, default=3, help="timed updates per configuration (after one warm-up)")
+    parser.add_argument(
+        "--v3-sizes",
+        nargs="+",
+        default=["size1m", "size12m"],
+        help="DreamerV3 model sizes of the update_v3 section (the paper's default, size200m, takes minutes per update "
+        "on a CPU: add it on a GPU)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed plans per CEM configuration (after one warm-up)")
     parser.add_argument(
         "--acting-steps",
@@ -420,6 +457,8 @@ def main(argv: list[str] | None = None) -> None:
     peak = results["machine"]["matmul_gflop_per_s"] * 1e9
     if "update" in args.sections:
         results["update"] = update_section(args.device, args.updates, args.peer_python)
+    if "update_v3" in args.sections:
+        results["update_v3"] = update_v3_section(args.device, args.updates, args.v3_sizes)
     if "cem" in args.sections:
         results["cem"] = cem_section(args.device, args.repeats, peak)
     if "acting" in args.sections:

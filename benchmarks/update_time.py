@@ -2,9 +2,12 @@
 Seconds per DreamerV1 training update at the paper configuration (batch 50 x 50, horizon 15,
 64x64x3 pixels or a 24-dim vector, 6-dim actions), split into the world-model, actor and value
 phases (imagination is part of the actor phase), on random but correctly shaped batches (replay
-sampling is not timed, as in the TorchRL peer script), with each phase's FLOPs counted analytically.
+sampling is not timed, as in the TorchRL peer script), with each phase's FLOPs counted analytically;
+and seconds per DreamerV3 update at its paper configuration (batch 16 x 64, horizon 15, one of its
+model sizes), whole (its losses share one backward pass, so it has no phases to split).
 
     python -m benchmarks.update_time --obs pixels --updates 3
+    python -m benchmarks.update_time --algo dreamer_v3 --size size12m --obs pixels
 
 Prints one JSON line: medians over ``--updates`` timed updates after one warm-up.
 """
@@ -15,7 +18,7 @@ import argparse
 import json
 import statistics
 import time
-from typing import Any
+from typing import Any, Union
 
 import gymnasium as gym
 import numpy as np
@@ -23,8 +26,8 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.logger import Logger
 
-from benchmarks.flops import FlopCounter
-from sb3_rssm import DreamerV1
+from benchmarks.flops import FlopCounter, OpFlopCounter
+from sb3_rssm import DreamerV1, DreamerV3
 from sb3_rssm.common.type_aliases import SequenceSamples
 
 PHASES = ("world_model", "actor", "value")
@@ -56,13 +59,16 @@ def make_batch(observation_space: spaces.Box, batch: int, length: int, action_si
 
 
 def build(
-    obs: str, batch: int, seq: int, horizon: int, device: str = "cpu", **kwargs: Any
-) -> tuple[DreamerV1, SequenceSamples]:
-    """A paper-size DreamerV1 and a synthetic batch for it."""
+    obs: str, batch: int, seq: int, horizon: int, device: str = "cpu", algorithm: type = DreamerV1, **kwargs: Any
+) -> tuple[Union[DreamerV1, DreamerV3], SequenceSamples]:
+    """
+    A model of ``algorithm`` (DreamerV1 at the paper's sizes unless ``kwargs`` say otherwise) and a synthetic batch
+    for it: 64x64x3 pixels or a 24-dim vector, 6-dim actions.
+    """
     pixels = obs == "pixels"
     observation_space = spaces.Box(0, 255, (64, 64, 3), np.uint8) if pixels else spaces.Box(-np.inf, np.inf, (24,), np.float32)
     env = ShapeEnv(observation_space, spaces.Box(-1, 1, (6,), np.float32))
-    model = DreamerV1(
+    model = algorithm(
         "CnnPolicy" if pixels else "MlpPolicy",
         env,
         batch_size=batch,
@@ -74,6 +80,41 @@ def build(
     )
     model.set_logger(Logger(None, []))
     return model, make_batch(model.observation_space, batch, seq, 6, model.device)
+
+
+def build_v3(
+    obs: str, size: str, batch: int = 16, seq: int = 64, horizon: int = 15, device: str = "cpu", **kwargs: Any
+) -> tuple[DreamerV3, SequenceSamples]:
+    """
+    A DreamerV3 of model size ``size`` (a key of ``sb3_rssm.dreamer.policies_v3.MODEL_SIZES``), by default at the
+    paper's batch and horizon, and a synthetic batch for it.
+    """
+    return build(obs, batch, seq, horizon, device, DreamerV3, policy_kwargs=dict(size=size), **kwargs)
+
+
+def time_v3_update(model: DreamerV3, batch: SequenceSamples, updates: int = 3) -> dict[str, float]:
+    """
+    Median seconds of whole DreamerV3 updates (losses, one backward pass, the gated optimizer steps and the slow
+    critic) over ``updates`` updates after one warm-up, and the update's FLOPs: every matmul and convolution that
+    runs, forward and backward (:class:`~benchmarks.flops.OpFlopCounter`: the block-diagonal GRU is a batched
+    matmul, which the layer hooks of :class:`~benchmarks.flops.FlopCounter` do not see).
+    """
+    model.policy.set_training_mode(True)
+
+    def now() -> float:
+        if model.device.type == "cuda":
+            th.cuda.synchronize()
+        return time.perf_counter()
+
+    seconds = []
+    for i in range(updates + 1):
+        start = now()
+        model._update_once(batch)
+        if i > 0:
+            seconds.append(now() - start)
+    with OpFlopCounter() as counter:
+        model._update_once(batch)
+    return dict(update_s=statistics.median(seconds), gflop=counter.total / 1e9)
 
 
 def run_phases(model: DreamerV1, batch: SequenceSamples) -> list[float]:
@@ -148,9 +189,11 @@ def count_update_flops(model: DreamerV1, batch: SequenceSamples) -> dict[str, in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--algo", choices=["dreamer_v1", "dreamer_v3"], default="dreamer_v1")
+    parser.add_argument("--size", default="size12m", help="DreamerV3's model size (--algo dreamer_v3)")
     parser.add_argument("--obs", choices=["pixels", "state"], default="pixels")
-    parser.add_argument("--batch", type=int, default=50)
-    parser.add_argument("--seq", type=int, default=50)
+    parser.add_argument("--batch", type=int, help="sequences per batch (default: the paper's, 50 for v1, 16 for v3)")
+    parser.add_argument("--seq", type=int, help="sequence length (default: the paper's, 50 for v1, 64 for v3)")
     parser.add_argument("--horizon", type=int, default=15)
     parser.add_argument("--updates", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
@@ -159,20 +202,34 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads > 0:
         th.set_num_threads(args.threads)
-    model, batch = build(args.obs, args.batch, args.seq, args.horizon, args.device, mixed_precision=args.mixed_precision)
-    result = dict(
-        benchmark="dreamer_v1_update",
+    v3 = args.algo == "dreamer_v3"
+    batch_size = args.batch or (16 if v3 else 50)
+    seq = args.seq or (64 if v3 else 50)
+    common = dict(
+        benchmark=f"{args.algo}_update",
         obs=args.obs,
-        batch=args.batch,
-        seq=args.seq,
+        batch=batch_size,
+        seq=seq,
         horizon=args.horizon,
         mixed_precision=args.mixed_precision,
-        device=str(model.device),
         threads=th.get_num_threads(),
         torch=th.__version__,
-        **{k: round(v, 4) for k, v in time_update(model, batch, args.updates).items()},
-        gflop={k: round(v / 1e9, 1) for k, v in count_update_flops(model, batch).items()},
     )
+    if v3:
+        model, batch = build_v3(
+            args.obs, args.size, batch_size, seq, args.horizon, args.device, mixed_precision=args.mixed_precision
+        )
+        timing = time_v3_update(model, batch, args.updates)
+        result = dict(common, size=args.size, device=str(model.device), update_s=round(timing["update_s"], 4))
+        result["gflop"] = round(timing["gflop"], 1)
+    else:
+        model, batch = build(args.obs, batch_size, seq, args.horizon, args.device, mixed_precision=args.mixed_precision)
+        result = dict(
+            common,
+            device=str(model.device),
+            **{k: round(v, 4) for k, v in time_update(model, batch, args.updates).items()},
+            gflop={k: round(v / 1e9, 1) for k, v in count_update_flops(model, batch).items()},
+        )
     print(json.dumps(result), flush=True)
 
 

@@ -8,8 +8,10 @@ import pathlib
 import sys
 
 import numpy as np
+import torch as th
 
-from benchmarks import planet_diagnostics, run
+from benchmarks import gpu_check, planet_diagnostics, run, update_time
+from benchmarks.flops import FlopCounter, OpFlopCounter
 from sb3_rssm import PlaNet
 from tests.conftest import tiny_model
 
@@ -85,3 +87,51 @@ def test_planet_diagnostics_compare_predicted_and_true_plan_returns():
     assert all(np.isfinite([r["predicted"], r["true"], r["elite_return"], r["candidate_return_std"]]).all() for r in rows)
     # Pendulum's rewards are at most 0: the true return of a 3-step plan is too
     assert all(r["true"] <= 0 for r in rows)
+
+
+def test_dreamer_v3_update_is_timed_whole_and_its_batched_matmuls_are_counted():
+    """The harness's DreamerV3 row: a real update (parameters move) and FLOPs that include the block GRU's bmm."""
+    model, batch = update_time.build_v3("state", "size1m", batch=2, seq=6, horizon=3)
+    before = [p.detach().clone() for p in model.policy.world_model.parameters()]
+    row = update_time.time_v3_update(model, batch, updates=1)
+    assert row["update_s"] > 0
+    assert any(not th.equal(a, b) for a, b in zip(before, model.policy.world_model.parameters()))
+    # the layer hooks of benchmarks/flops.py see only Linear / GRUCell / conv layers: the block GRU adds more
+    with FlopCounter(model.policy) as hooks:
+        model._update_once(batch)
+    assert row["gflop"] * 1e9 > hooks.total > 0
+
+
+def test_markdown_has_the_dreamer_v3_update_table():
+    recorded = json.loads((ROOT / "docs" / "benchmarks" / "harness" / "cpu.json").read_text())["machine"]
+    rows = [
+        dict(obs="pixels", size="size12m", update_s=4.321, gflop=400.0),
+        dict(obs="state", size="size1m", update_s=0.5, gflop=10.0),
+    ]
+    text = run.markdown(dict(machine=recorded, update_v3=rows), "python -m benchmarks.run --sections update_v3")
+    peak = recorded["matmul_gflop_per_s"]
+    assert f"| 64x64x3 pixels | `size12m` | **4.32 s** | 400 | {400 / 4.321 / peak:.0%} |" in text
+    assert "| 24-dim vector | `size1m` | **0.50 s** | 10 |" in text
+    assert "DreamerV1 update" not in text
+
+
+def test_gpu_check_reports_the_dreamer_v3_update_and_fits_its_eight_minutes():
+    assert set(gpu_check.BUDGETS) == set(gpu_check.SECTIONS) and sum(gpu_check.BUDGETS.values()) <= 8 * 60
+    row = dict(kind="update_v3", config="size200m, eager, bf16", update_s=0.25, updates_per_s=4.0, gflop=500.0)
+    results = dict(
+        machine=dict(gpu="H200", torch="x", cuda="12", date="today"),
+        sections=dict(update_v3=dict(status="ok", seconds=40.0, rows=[dict(row, share_of_matmul_peak=0.21)])),
+    )
+    text = gpu_check.markdown(results)
+    assert "| size200m, eager, bf16 | 0.2500 | 4.0 | 21% |" in text and "| update_v3 | ok | 40 |" in text
+
+
+def test_op_flop_counter_counts_matmuls_forward_and_backward():
+    layer, x = th.nn.Linear(8, 4, bias=False), th.randn(5, 8, requires_grad=True)
+    with OpFlopCounter() as counter:
+        layer(x).sum().backward()
+    # forward, then the weight gradient and the input gradient: three matmuls of 5 x 8 x 4
+    assert counter.total == 3 * 2 * 5 * 8 * 4
+    with OpFlopCounter() as counter:
+        th.bmm(th.randn(3, 4, 5), th.randn(3, 5, 6))
+    assert counter.total == 2 * 3 * 4 * 5 * 6
