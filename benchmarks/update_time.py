@@ -9,7 +9,8 @@ model sizes), whole (its losses share one backward pass, so it has no phases to 
     python -m benchmarks.update_time --obs pixels --updates 3
     python -m benchmarks.update_time --algo dreamer_v3 --size size12m --obs pixels
 
-Prints one JSON line: medians over ``--updates`` timed updates after one warm-up.
+Prints one JSON line: medians (DreamerV1's phases) or the mean (DreamerV3's whole update) over ``--updates``
+timed updates after one warm-up.
 """
 
 from __future__ import annotations
@@ -92,31 +93,6 @@ def build_v3(
     return build(obs, batch, seq, horizon, device, DreamerV3, policy_kwargs=dict(size=size), **kwargs)
 
 
-def time_v3_update(model: DreamerV3, batch: SequenceSamples, updates: int = 3) -> dict[str, float]:
-    """
-    Median seconds of whole DreamerV3 updates (losses, one backward pass, the gated optimizer steps and the slow
-    critic) over ``updates`` updates after one warm-up, and the update's FLOPs: every matmul and convolution that
-    runs, forward and backward (:class:`~benchmarks.flops.OpFlopCounter`: the block-diagonal GRU is a batched
-    matmul, which the layer hooks of :class:`~benchmarks.flops.FlopCounter` do not see).
-    """
-    model.policy.set_training_mode(True)
-
-    def now() -> float:
-        if model.device.type == "cuda":
-            th.cuda.synchronize()
-        return time.perf_counter()
-
-    seconds = []
-    for i in range(updates + 1):
-        start = now()
-        model._update_once(batch)
-        if i > 0:
-            seconds.append(now() - start)
-    with OpFlopCounter() as counter:
-        model._update_once(batch)
-    return dict(update_s=statistics.median(seconds), gflop=counter.total / 1e9)
-
-
 def run_phases(model: DreamerV1, batch: SequenceSamples) -> list[float]:
     """One full update; returns the end time of each phase (after a device sync)."""
 
@@ -150,7 +126,7 @@ def time_update(model: DreamerV1, batch: SequenceSamples, updates: int = 3) -> d
     return {f"{name}_s": statistics.median(values) for name, values in samples.items()}
 
 
-def time_whole_update(model: DreamerV1, batch: SequenceSamples, updates: int = 20, warmup: int = 5) -> float:
+def time_whole_update(model: Union[DreamerV1, DreamerV3], batch: SequenceSamples, updates: int = 20, warmup: int = 5) -> float:
     """
     Median-free mean seconds of whole updates as training runs them (``model._update_runner``: eager, a captured CUDA
     graph or torch.compile), after ``warmup`` untimed ones (enough for a capture's warm-up and the capture itself).
@@ -169,6 +145,19 @@ def time_whole_update(model: DreamerV1, batch: SequenceSamples, updates: int = 2
         model._update_runner(batch)
     sync()
     return (time.perf_counter() - start) / updates
+
+
+def time_v3_update(model: DreamerV3, batch: SequenceSamples, updates: int = 3) -> dict[str, float]:
+    """
+    Mean seconds of whole DreamerV3 updates (losses, one backward pass, the gated optimizer steps and the slow
+    critic) over ``updates`` updates after one warm-up (:func:`time_whole_update`), and the update's FLOPs: every
+    matmul and convolution that runs, forward and backward (:class:`~benchmarks.flops.OpFlopCounter`: the
+    block-diagonal GRU is a batched matmul, which the layer hooks of :class:`~benchmarks.flops.FlopCounter` do not see).
+    """
+    seconds = time_whole_update(model, batch, updates=updates, warmup=1)
+    with OpFlopCounter() as counter:
+        model._update_runner(batch)
+    return dict(update_s=seconds, gflop=counter.total / 1e9)
 
 
 def count_update_flops(model: DreamerV1, batch: SequenceSamples) -> dict[str, int]:
