@@ -396,9 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument(
-        "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="which parts to measure"
-    )
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="which parts to measure")
     parser.add_argument(
         "--device", default="cpu", help="torch device of the update, CEM and scaling sections (cpu, cuda, cuda:1, ...)"
     )

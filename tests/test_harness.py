@@ -1,16 +1,20 @@
 """
 The benchmark plumbing: the performance harness (benchmarks/run.py) reading the TorchRL peer's output and writing
-its tables, and PlaNet's plan diagnostics (benchmarks/planet_diagnostics.py).
+its tables, PlaNet's plan diagnostics (benchmarks/planet_diagnostics.py) and the ceiling of its Pendulum planner
+(benchmarks/planner_ceiling.py).
 """
 
 import json
 import pathlib
 import sys
 
+import gymnasium as gym
 import numpy as np
 import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
 
-from benchmarks import gpu_check, planet_diagnostics, run, update_time
+from benchmarks import gpu_check, planet_diagnostics, planner_ceiling, run, update_time
 from benchmarks.flops import FlopCounter, OpFlopCounter
 from sb3_rssm import PlaNet
 from tests.conftest import tiny_model
@@ -135,3 +139,56 @@ def test_op_flop_counter_counts_matmuls_forward_and_backward():
     with OpFlopCounter() as counter:
         th.bmm(th.randn(3, 4, 5), th.randn(3, 5, 6))
     assert counter.total == 2 * 3 * 4 * 5 * 6
+
+
+def test_pendulum_dynamics_of_the_planner_ceiling_match_gymnasium():
+    env = gym.make("Pendulum-v1")
+    dynamics = planner_ceiling.PendulumDynamics()
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        env.reset(seed=int(rng.integers(1000)))
+        start = np.array([rng.uniform(-4, 4), rng.uniform(-8, 8)])
+        env.unwrapped.state = start.copy()
+        action = rng.uniform(-1.2, 1.2, size=1)
+        _, reward, *_ = env.step((2 * action).astype(np.float32))
+        imagined = dynamics.imagine_step(planner_ceiling.PendulumDynamics.belief(start), th.as_tensor(action)[None])
+        np.testing.assert_allclose(imagined.deterministic[0].numpy(), env.unwrapped.state, rtol=1e-5, atol=1e-6)
+        assert abs(float(dynamics.reward(imagined.features)[0]) - reward) < 1e-4
+
+
+class _StartRecorder:
+    """An agent for evaluate_policy that notes each episode's first observation."""
+
+    def __init__(self) -> None:
+        self.firsts: list[np.ndarray] = []
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=False):
+        if episode_start[0]:
+            self.firsts.append(obs[0].copy())
+        return np.zeros((1, 1), dtype=np.float32), None
+
+
+def test_planner_ceiling_replays_the_starts_and_returns_of_the_benchmarks_final_evaluation():
+    seed, episodes = 3, 3
+    env = make_vec_env("Pendulum-v1", n_envs=1, seed=1000 + seed)  # examples/benchmark.py's evaluation env
+    recorders = [_StartRecorder(), _StartRecorder()]
+    for recorder in recorders:
+        evaluate_policy(recorder, env, n_eval_episodes=episodes)
+    starts = planner_ceiling.final_evaluation_starts(seed, evaluations_before=1, episodes=episodes)
+    as_obs = [np.array([np.cos(a), np.sin(a), v], dtype=np.float32) for a, v in starts]
+    np.testing.assert_allclose(np.array(recorders[1].firsts), np.array(as_obs), atol=1e-6)
+    # a trained policy's replayed returns are those evaluate_policy measures on the same env
+    model = tiny_model(PlaNet, "MlpPolicy", "Pendulum-v1", seed=0)
+    model.learn(40)
+    measured, _ = evaluate_policy(model, make_vec_env("Pendulum-v1", n_envs=1, seed=1000 + seed), n_eval_episodes=2)
+    replayed = planner_ceiling.replay(
+        planner_ceiling.policy_agent(model.policy), planner_ceiling.final_evaluation_starts(seed, 0, 2)
+    )
+    assert abs(replayed["mean"] - measured) < 0.1
+
+
+def test_cem_of_the_planner_ceiling_swings_the_true_pendulum_up_from_the_bottom():
+    planner = planner_ceiling.CEMPlanner(1, horizon=20, num_candidates=150, num_elites=15, iterations=4)
+    total = planner_ceiling.play(np.array([np.pi, 0.0]), planner_ceiling.true_dynamics_agent(planner))
+    # standing still at the bottom costs about -1,970 and stalling part way up about -1,500
+    assert total > -500
