@@ -2,22 +2,25 @@
 What PlaNet's Pendulum-v1 figure can reach: the benchmark's final evaluation replayed episode by episode, once with
 the trained policy (optionally planning over another horizon) and once with the same CEM planner searching Pendulum's
 true dynamics instead of the learned model. The second is the ceiling of the planner settings on those very start
-states: Pendulum's return depends as much on where an episode starts (about -1 near the top, -120 a quarter turn
-away, -250 or worse from the bottom) as on the agent, so a 10-episode mean says little without it.
+states: Pendulum's return depends as much on where an episode starts as on the agent (the same CEM on the true
+dynamics returns -0.3 from one start and -314 from another of the same evaluation), so a 10-episode mean says
+little without it.
 
     python -m benchmarks.planner_ceiling --seed 2 --horizon 20
-    python -m benchmarks.planner_ceiling --seed 2 --horizon 20 --policy /tmp/bench/planet/planet_Pendulum-v1_2/policy.zip
+    python -m benchmarks.planner_ceiling --seed 2 --horizon 20 --policy runs/benchmark/planet_Pendulum-v1_2/policy.zip
 
 ``examples/benchmark.py`` evaluates on an env seeded ``1000 + seed``: ``--evaluations-before`` EvalCallback
 evaluations (``timesteps // eval_freq``, 5 for the Pendulum command of docs/benchmarks.md), then the final one.
 Each ``evaluate_policy`` call resets its env once and auto-resets after every episode, so it draws
-``episodes + 1`` start states of which it plays the first ``episodes``. Prints one JSON line per agent.
+``episodes + 1`` start states of which it plays the first ``episodes``. Prints one JSON line per agent: the returns,
+their mean and the median milliseconds per action.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any, Callable, Optional
 
 import gymnasium as gym
@@ -121,8 +124,21 @@ def policy_agent(policy: PlaNetPolicy) -> Agent:
 
 
 def replay(agent: Agent, starts: list[np.ndarray]) -> dict[str, Any]:
-    returns = [play(start, agent) for start in starts]
-    return dict(returns=[round(r, 1) for r in returns], mean=round(float(np.mean(returns)), 1))
+    """Per-episode returns from ``starts``, their mean, and the agent's median milliseconds per action."""
+    seconds: list[float] = []
+
+    def timed(env: gym.Env, obs: np.ndarray, first: bool) -> np.ndarray:
+        begin = time.perf_counter()
+        action = agent(env, obs, first)
+        seconds.append(time.perf_counter() - begin)
+        return action
+
+    returns = [play(start, timed) for start in starts]
+    return dict(
+        returns=[round(r, 1) for r in returns],
+        mean=round(float(np.mean(returns)), 1),
+        ms_per_action=round(1000 * float(np.median(seconds)), 1),
+    )
 
 
 def main() -> None:
