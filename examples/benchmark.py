@@ -11,7 +11,11 @@ an open-loop prediction picture per world-model run.
 
 Runs accumulate: ``results.json`` keeps every (algorithm, env, seed) run ever written into ``--out`` (a rerun
 replaces its own entry), so seeds can run in separate invocations, at different times, and the table and
-curves are drawn from all of them.
+curves are drawn from all of them. ``--combine`` draws one table and one figure per env from the runs of several
+such folders (for example every agent on Pendulum-v1), running nothing:
+
+    python examples/benchmark.py --combine docs/benchmarks/pendulum docs/benchmarks/pendulum_planet \
+        docs/benchmarks/dreamer_v3 --out docs/benchmarks/pendulum_all
 
 Algorithms: ``dreamer_v1``, ``dreamer_v3`` and ``planet`` (this package), SB3's ``sac`` (Box actions), ``dqn`` and
 ``ppo`` (CartPole-v1) for scale, and ``random`` (uniformly random actions, evaluated only). Hyperparameters: the zoo
@@ -374,6 +378,12 @@ def main() -> None:
         "--preset", choices=["default", "cpu"], default="default", help="cpu: the zoo's cpu/<algo>.yml settings"
     )
     parser.add_argument("--tiny", action="store_true", help="tiny networks and cadence: checks the script, measures nothing")
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="FOLDER",
+        help="run nothing: merge the results.json of these folders into --out and draw its table and curves from them",
+    )
     args = parser.parse_args()
     th.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
@@ -391,6 +401,13 @@ def main() -> None:
         + ([f"--preset {args.preset}"] if args.preset != "default" else [])
         + (["--tiny"] if args.tiny else [])
     )
+    if args.combine:
+        results = []
+        for folder in args.combine:
+            for result in json.load(open(os.path.join(folder, "results.json"))):
+                results = merge_results(os.path.join(args.out, "results.json"), result)
+        write_report(results, args.out)
+        return
     results: list[dict] = []
     for env_id in args.envs:
         for algo in args.algos:

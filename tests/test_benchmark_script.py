@@ -93,3 +93,35 @@ def test_benchmark_names_a_missing_baseline_setting():
     namespace = runpy.run_path(SCRIPT)
     with pytest.raises(ValueError, match=r"no dqn settings for 'Pendulum-v1'.*BASELINE_HYPERPARAMS"):
         namespace["hyperparameters"]("dqn", "Pendulum-v1")
+
+
+def test_benchmark_combines_the_runs_of_several_folders_without_running(tmp_path):
+    def run_record(algo, seed, final):
+        return dict(
+            algo=algo,
+            env="Pendulum-v1",
+            seed=seed,
+            timesteps=40,
+            action_repeat=1,
+            final_return=final,
+            eval_episodes=1,
+            wall_s=1.0,
+            curve_steps=[20, 40],
+            curve_returns=[final - 100, final],
+            command=f"python examples/benchmark.py --algos {algo}",
+        )
+
+    folders = [tmp_path / "a", tmp_path / "b"]
+    runs_per_folder = ([run_record("dreamer_v1", 0, -150.0)], [run_record("planet", s, -170.0 - s) for s in (0, 1)])
+    for folder, runs in zip(folders, runs_per_folder):
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps(runs))
+    out = tmp_path / "all"
+    _run(["--combine", *map(str, folders), "--out", str(out)])
+    results = json.load(open(out / "results.json"))
+    assert sorted((r["algo"], r["seed"]) for r in results) == [("dreamer_v1", 0), ("planet", 0), ("planet", 1)]
+    table = (out / "table.md").read_text()
+    assert "| dreamer_v1 | Pendulum-v1 | 1 |" in table and "| planet | Pendulum-v1 | 2 |" in table and "-170.5" in table
+    assert (out / "curve_Pendulum-v1.png").stat().st_size > 0
+    # nothing was trained: no run folders
+    assert sorted(p.name for p in out.iterdir()) == ["curve_Pendulum-v1.png", "results.json", "table.md"]

@@ -31,7 +31,8 @@ class PlaNetPolicy(WorldModelPolicy):
 
     CPU cost: the paper's CEM takes about 1 s per action on 2 CPU cores (a 10-episode evaluation of a
     200-step task: half an hour). On a CPU use a smaller search, e.g. ``num_candidates=150, num_elites=15,
-    cem_iterations=4`` (the Pendulum-v1 preset of ``sb3_rssm/zoo/hyperparams/planet.yml``: about 20 ms).
+    cem_iterations=4`` (the Pendulum-v1 preset of ``sb3_rssm/zoo/hyperparams/planet.yml``, which plans 20 steps
+    ahead: about 75 ms).
 
     :param planning_horizon: imagined steps per candidate
     :param num_candidates: candidate action sequences per env
