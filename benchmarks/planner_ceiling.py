@@ -8,6 +8,7 @@ little without it.
 
     python -m benchmarks.planner_ceiling --seed 2 --horizon 20
     python -m benchmarks.planner_ceiling --seed 2 --horizon 20 --policy runs/benchmark/planet_Pendulum-v1_2/policy.zip
+    python -m benchmarks.planner_ceiling --reset-seeds 101 --horizon 12 --policy runs/benchmark/planet_Pendulum-v1_2/policy.zip
 
 ``examples/benchmark.py`` evaluates on an env seeded ``1000 + seed``: ``--evaluations-before`` EvalCallback
 evaluations (``timesteps // eval_freq``, 5 for the Pendulum command of docs/benchmarks.md), then the final one.
@@ -85,6 +86,13 @@ def final_evaluation_starts(seed: int, evaluations_before: int = 5, episodes: in
     return starts[first:]
 
 
+def reset_start(seed: int) -> np.ndarray:
+    """The Pendulum start state (angle, angular velocity) that ``env.reset(seed=seed)`` draws."""
+    env = gym.make("Pendulum-v1")
+    env.reset(seed=seed)
+    return np.array(env.unwrapped.state, dtype=np.float64)  # type: ignore[attr-defined]
+
+
 Agent = Callable[[gym.Env, np.ndarray, bool], np.ndarray]
 
 
@@ -146,6 +154,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the benchmark run's --seeds value")
     parser.add_argument("--evaluations-before", type=int, default=5, help="EvalCallback evaluations before the final one")
     parser.add_argument("--episodes", type=int, default=10, help="episodes per evaluation (--eval-episodes)")
+    parser.add_argument(
+        "--reset-seeds",
+        nargs="+",
+        type=int,
+        help="replay the starts of env.reset(seed=K) for each K instead of the benchmark's final evaluation",
+    )
     parser.add_argument("--policy", help="a trained PlaNet policy (the run's policy.zip) to replay beside the ceiling")
     parser.add_argument("--horizon", type=int, default=20, help="planning horizon of both agents")
     parser.add_argument("--num-candidates", type=int, default=150, help="CEM candidates per iteration")
@@ -154,7 +168,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()
     th.set_num_threads(args.threads)
-    starts = final_evaluation_starts(args.seed, args.evaluations_before, args.episodes)
+    if args.reset_seeds:
+        starts = [reset_start(seed) for seed in args.reset_seeds]
+    else:
+        starts = final_evaluation_starts(args.seed, args.evaluations_before, args.episodes)
     settings = dict(
         horizon=args.horizon, num_candidates=args.num_candidates, num_elites=args.num_elites, iterations=args.cem_iterations
     )
@@ -162,7 +179,10 @@ def main() -> None:
     print(json.dumps(dict(agent="cem_on_true_dynamics", seed=args.seed, **settings, **ceiling)))
     if args.policy:
         policy = MlpPolicy.load(args.policy, device="cpu")
-        policy.planner = CEMPlanner(policy.model_action_size, sample_latents=policy.planner.sample_latents, **settings)
+        trained = policy.planner
+        policy.planner = CEMPlanner(
+            trained.action_size, trained.discrete, min_std=trained.min_std, sample_latents=trained.sample_latents, **settings
+        )
         print(json.dumps(dict(agent="trained_policy", seed=args.seed, **settings, **replay(policy_agent(policy), starts))))
 
 

@@ -387,6 +387,13 @@ def main() -> None:
     args = parser.parse_args()
     th.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
+    if args.combine:
+        results = []
+        for folder in args.combine:
+            for result in json.load(open(os.path.join(folder, "results.json"))):
+                results = merge_results(os.path.join(args.out, "results.json"), result)
+        write_report(results, args.out)
+        return
     command = "python examples/benchmark.py " + " ".join(
         [
             f"--algos {' '.join(args.algos)}",
@@ -401,13 +408,6 @@ def main() -> None:
         + ([f"--preset {args.preset}"] if args.preset != "default" else [])
         + (["--tiny"] if args.tiny else [])
     )
-    if args.combine:
-        results = []
-        for folder in args.combine:
-            for result in json.load(open(os.path.join(folder, "results.json"))):
-                results = merge_results(os.path.join(args.out, "results.json"), result)
-        write_report(results, args.out)
-        return
     results: list[dict] = []
     for env_id in args.envs:
         for algo in args.algos:

@@ -177,6 +177,9 @@ def test_planner_ceiling_replays_the_starts_and_returns_of_the_benchmarks_final_
     starts = planner_ceiling.final_evaluation_starts(seed, evaluations_before=1, episodes=episodes)
     as_obs = [np.array([np.cos(a), np.sin(a), v], dtype=np.float32) for a, v in starts]
     np.testing.assert_allclose(np.array(recorders[1].firsts), np.array(as_obs), atol=1e-6)
+    # --reset-seeds K replays the start of reset(seed=K): the evaluation env's first episode here
+    first_start = planner_ceiling.final_evaluation_starts(seed, 0, 1)[0]
+    np.testing.assert_allclose(planner_ceiling.reset_start(1000 + seed), first_start)
     # a trained policy's replayed returns are those evaluate_policy measures on the same env
     model = tiny_model(PlaNet, "MlpPolicy", "Pendulum-v1", seed=0)
     model.learn(40)
