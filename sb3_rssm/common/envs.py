@@ -1,4 +1,4 @@
-"""Small deterministic environments for tests, the demo and quick checks."""
+"""Small environments for tests, the demo and quick checks: a point to steer (vectors or frames) and a colour cue to follow."""
 
 from __future__ import annotations
 
@@ -89,4 +89,51 @@ class PointMassEnv(gym.Env):
         self.position = float(np.clip(self.position + self.step_size * move, -1.0, 1.0))
         self.steps += 1
         reward = -abs(self.position - self.target)
+        return self._obs(), reward, False, self.steps >= self.max_steps, {}
+
+
+class ColourCueEnv(gym.Env):
+    """
+    A contextual bandit seen through a camera: each 64x64x3 frame (channel-last, as gymnasium renders) shows a cue,
+    and the reward of the action taken on it is ``cue * action``, with the cue +1 or -1 and the action in [-1, 1].
+    Cue +1 is drawn as a red upper half over a green lower half, cue -1 as green over red, so turning a frame upside
+    down or swapping its red and green channels turns one cue exactly into the other: an agent whose image path
+    does that between training and acting gets the opposite of every reward. A new cue is drawn after every step,
+    from the env's seeded generator, so the best return is ``max_steps`` and a policy that ignores the frames gets 0
+    on average. An episode ends by truncation after ``max_steps`` steps.
+
+    :param max_steps: episode length
+    """
+
+    FRAME = 64
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, max_steps: int = 20) -> None:
+        self.max_steps = max_steps
+        self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.observation_space = spaces.Box(0, 255, (self.FRAME, self.FRAME, 3), np.uint8)
+        self.cue, self.steps = 1.0, 0
+
+    def _obs(self) -> np.ndarray:
+        frame = np.zeros((self.FRAME, self.FRAME, 3), dtype=np.uint8)
+        half, margin = self.FRAME // 2, self.FRAME // 16
+        upper, lower = (0, 1) if self.cue > 0 else (1, 0)
+        frame[margin : half - margin, margin:-margin, upper] = 255
+        frame[half + margin : self.FRAME - margin, margin:-margin, lower] = 255
+        return frame
+
+    def _draw(self) -> None:
+        self.cue = 1.0 if self.np_random.random() < 0.5 else -1.0
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict[str, Any]] = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.steps = 0
+        self._draw()
+        return self._obs(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        reward = self.cue * float(np.clip(np.asarray(action).reshape(-1)[0], -1.0, 1.0))
+        self.steps += 1
+        self._draw()
         return self._obs(), reward, False, self.steps >= self.max_steps, {}
