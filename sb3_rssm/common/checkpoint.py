@@ -33,8 +33,7 @@ def missing_file_error(path: SavePath, suffix: str, what: str) -> FileNotFoundEr
     """
     where = "" if os.path.isabs(str(path)) else f" in the working directory {os.getcwd()!r}"
     return FileNotFoundError(
-        f"Cannot load the {what}: there is no file {str(path)!r}{where} (also tried: {f'{path}.{suffix}'!r}). "
-        "Check the path."
+        f"Cannot load the {what}: there is no file {str(path)!r}{where} (also tried: {f'{path}.{suffix}'!r}). Check the path."
     )
 
 

@@ -127,4 +127,3 @@ def bounded_normal(raw_mean: th.Tensor, raw_std: th.Tensor, min_std: float = 0.1
     """
     std = (max_std - min_std) * th.sigmoid(raw_std.float() + 2.0) + min_std
     return Independent(Normal(th.tanh(raw_mean.float()), std, validate_args=False), 1, validate_args=False)
-

@@ -93,9 +93,7 @@ def dense(in_features: int, out_features: int) -> list[nn.Module]:
     return [init_(nn.Linear(in_features, out_features)), RMSNorm(out_features), nn.SiLU(inplace=True)]
 
 
-def normed_mlp(
-    input_size: int, units: int, layers: int, output_size: Optional[int] = None, outscale: float = 1.0
-) -> MLP:
+def normed_mlp(input_size: int, units: int, layers: int, output_size: Optional[int] = None, outscale: float = 1.0) -> MLP:
     """
     ``layers`` hidden layers of :func:`dense` with ``units``, then (unless ``output_size`` is None) a linear output
     layer initialised with ``outscale`` (DreamerV3: 0 for the reward and critic heads, 0.01 for the actor).

@@ -410,7 +410,12 @@ class WorldModelPolicy(BeliefPolicy):
             image_bits=image_bits,
         )
         super().__init__(
-            observation_space, action_space, lr_schedule, world_model_kwargs, exploration_noise, optimizer_class,
+            observation_space,
+            action_space,
+            lr_schedule,
+            world_model_kwargs,
+            exploration_noise,
+            optimizer_class,
             optimizer_kwargs,
         )
 

@@ -100,7 +100,6 @@ class WorldModelBase(nn.Module):
         return strips
 
 
-
 class WorldModel(WorldModelBase):
     """
     Every module is built here, from the spaces, so that optimizers and ``save``/``load`` see all of them.

@@ -247,7 +247,12 @@ class DreamerV3Policy(BeliefPolicy):
             rep_scale=rep_scale,
         )
         super().__init__(
-            observation_space, action_space, lr_schedule, world_model_kwargs, exploration_noise, optimizer_class,
+            observation_space,
+            action_space,
+            lr_schedule,
+            world_model_kwargs,
+            exploration_noise,
+            optimizer_class,
             optimizer_kwargs,
         )
 

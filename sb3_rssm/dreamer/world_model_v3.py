@@ -144,4 +144,3 @@ class DreamerV3WorldModel(WorldModelBase):
                 model_loss=loss.detach(),
             )
         return loss, metrics, posterior
-
