@@ -138,6 +138,26 @@ def colour_cue_return(model, transform: Optional[Callable[[np.ndarray], np.ndarr
     return float(mean)
 
 
+def test_colour_cue_frames_turn_into_each_other_when_flipped_or_swapped():
+    from gymnasium.utils.env_checker import check_env
+
+    env = ColourCueEnv()
+    check_env(env, skip_render_check=True)
+    frames, cues = {}, []
+    obs, _ = env.reset(seed=0)
+    for _ in range(env.max_steps):
+        frames[env.cue] = obs
+        cue = env.cue
+        obs, reward, terminated, truncated, _ = env.step(np.array([0.5], dtype=np.float32))
+        assert reward == 0.5 * cue and not terminated
+        cues.append(cue)
+    assert truncated and set(cues) == {1.0, -1.0}
+    for transform in (lambda frame: frame[::-1], lambda frame: frame[..., [1, 0, 2]]):
+        assert np.array_equal(transform(frames[1.0]), frames[-1.0])
+    again, _ = ColourCueEnv().reset(seed=0)
+    assert np.array_equal(again, env.reset(seed=0)[0])
+
+
 CUE_THRESHOLD = 15.0
 
 
