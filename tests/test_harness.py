@@ -10,11 +10,12 @@ import sys
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from benchmarks import gpu_check, planet_diagnostics, planner_ceiling, run, update_time
+from benchmarks import break_pixel_test, gpu_check, planet_diagnostics, planner_ceiling, run, update_time
 from benchmarks.flops import FlopCounter, OpFlopCounter
 from sb3_rssm import PlaNet
 from tests.conftest import tiny_model
@@ -195,3 +196,32 @@ def test_cem_of_the_planner_ceiling_swings_the_true_pendulum_up_from_the_bottom(
     total = planner_ceiling.play(np.array([np.pi, 0.0]), planner_ceiling.true_dynamics_agent(planner))
     # standing still at the bottom costs about -1,970 and stalling part way up about -1,500
     assert total > -500
+
+
+@pytest.mark.parametrize("name", break_pixel_test.BREAKS)
+def test_each_break_of_the_pixel_test_breaks_what_it_says_and_nothing_else(monkeypatch, name):
+    from sb3_rssm import DreamerV1
+    from sb3_rssm.common.buffers import SequenceReplayBuffer
+    from sb3_rssm.common.envs import ColourCueEnv
+    from sb3_rssm.common.policies import BeliefPolicy
+    from sb3_rssm.common.world_model import WorldModel
+
+    patched = ((BeliefPolicy, "obs_to_tensor"), (SequenceReplayBuffer, "_get_samples"), (WorldModel, "reward"))
+    for owner, attribute in patched:  # undone after the test: apply_break patches the classes themselves
+        monkeypatch.setattr(owner, attribute, getattr(owner, attribute))
+    model = tiny_model(DreamerV1, "CnnPolicy", ColourCueEnv(), learning_starts=100)
+    model.learn(30)  # collection only
+
+    def observe() -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        frame = ColourCueEnv().reset(seed=0)[0]
+        np.random.seed(0)
+        features = th.ones(2, model.policy.world_model.rssm.feature_size)
+        with th.no_grad():
+            rewards = model.policy.world_model.reward(features)
+        return model.policy.obs_to_tensor(frame)[0], model.replay_buffer.sample(2).observations, rewards
+
+    (frame, batch, rewards), _ = observe(), break_pixel_test.apply_break(name)
+    broken_frame, broken_batch, broken_rewards = observe()
+    assert th.equal(broken_frame, frame.flip(-2) if name == "predict_upside_down" else frame)
+    assert th.equal(broken_batch, batch[:, :, [1, 0, 2]] if name == "train_channels_swapped" else batch)
+    assert th.equal(broken_rewards, th.zeros(2)) == (name == "no_reward_head") and bool((rewards != 0).all())
