@@ -163,7 +163,7 @@ CUE_THRESHOLD = 15.0
 
 def test_dreamer_learns_from_pixels():
     # ColourCueEnv: the reward of each action is cue * action, and the cue (+1 or -1, new after every step) is only
-    # in the 64x64 frame, so beating random (0 +/- 2.6 per 20-step episode; a constant action gets about +/- 4) needs
+    # in the 64x64 frame, so beating random (0 +/- 2.6 per 20-step episode; a constant action 0 +/- 4.5) needs
     # the whole image path to work, from the env's channel-last uint8 frames through the encoder into the belief, the
     # reward head and the actor. Frames turned upside down or with red and green swapped show the other cue, so the
     # same agent then scores about -20: an image path that flips or swaps between training and acting fails the test,
