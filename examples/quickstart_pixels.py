@@ -7,7 +7,7 @@ automatically; see docs/dmc.md).
     python examples/quickstart_pixels.py --train 12500      # trains one with the CPU preset: 100k frames, under an hour
 
 The shipped agent (examples/checkpoints/dreamer_v1_cartpole_swingup_cpu.zip, its policy only) is seed 1 of the pixel
-benchmark in docs/benchmarks.md (250.3 there; seed 0 ended at 179.0), trained with `--preset cpu`
+benchmark in docs/benchmarks.md (250.3 there, the best of 3 seeds: 179.0, 250.3, 185.5), trained with `--preset cpu`
 (sb3_rssm/zoo/hyperparams/cpu/dreamer_v1.yml). The papers' settings for all six tasks:
 python -m sb3_rssm.zoo.train --algo dreamer_v1 --env <id> (docs/zoo.md).
 """
