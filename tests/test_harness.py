@@ -1,7 +1,7 @@
 """
 The benchmark plumbing: the performance harness (benchmarks/run.py) reading the TorchRL peer's output and writing
 its tables, PlaNet's plan diagnostics (benchmarks/planet_diagnostics.py) and the ceiling of its Pendulum planner
-(benchmarks/planner_ceiling.py).
+(benchmarks/planner_ceiling.py), and how a trained agent's episodes end (benchmarks/episode_ends.py).
 """
 
 import json
@@ -15,7 +15,7 @@ import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from benchmarks import break_pixel_test, gpu_check, planet_diagnostics, planner_ceiling, run, update_time
+from benchmarks import break_pixel_test, episode_ends, gpu_check, planet_diagnostics, planner_ceiling, run, update_time
 from benchmarks.flops import FlopCounter, OpFlopCounter
 from sb3_rssm import PlaNet
 from tests.conftest import tiny_model
@@ -225,3 +225,39 @@ def test_each_break_of_the_pixel_test_breaks_what_it_says_and_nothing_else(monke
     assert th.equal(broken_frame, frame.flip(-2) if name == "predict_upside_down" else frame)
     assert th.equal(broken_batch, batch[:, :, [1, 0, 2]] if name == "train_channels_swapped" else batch)
     assert th.equal(broken_rewards, th.zeros(2)) == (name == "no_reward_head") and bool((rewards != 0).all())
+
+
+def test_episode_ends_reads_the_continuation_on_the_belief_of_every_observation(tmp_path, capsys):
+    # The script's continuations must be the model's on the belief of each observation of the episode, the terminal
+    # one included (filtered with the action that led to it), recomputed here step by step from what it recorded;
+    # and each episode's end must be reported as the env reported it.
+    from sb3_rssm import DreamerV1, DreamerV3
+
+    model = tiny_model(DreamerV3, "MlpPolicy", gym.make("CartPole-v1"), seed=0)
+    path = tmp_path / "policy.zip"
+    model.policy.save(path)
+    policy = episode_ends.load_policy("dreamer_v3", str(path), model.observation_space)
+    for rng in (None, np.random.default_rng(0)):  # the policy's actions, then random ones
+        result = episode_ends.play_episode(policy, gym.make("CartPole-v1"), 3, True, rng)
+        observations, actions = result["observations"], result["actions"]
+        assert result["terminated"] and len(observations) == result["steps"] + 1 == len(actions) + 1
+        replay = gym.make("CartPole-v1")
+        assert np.array_equal(replay.reset(seed=3)[0], observations[0])
+        for action, observation in zip(actions, observations[1:]):
+            assert np.array_equal(replay.step(int(action.argmax()))[0], observation)
+        rssm, world_model = policy.world_model.rssm, policy.world_model
+        with th.no_grad():
+            state, previous = rssm.initial(1), th.zeros(1, 2)
+            for t, observation in enumerate(observations):
+                embed = world_model.encoder(th.as_tensor(observation[None]))
+                state, _ = rssm.observe_step(state, previous, embed, th.ones(1) if t == 0 else None, sample=False)
+                assert result["continuations"][t] == pytest.approx(float(world_model.continuation(state.features)))
+                previous = th.as_tensor(actions[t][None]) if t < len(actions) else None
+
+    short = gym.wrappers.TimeLimit(gym.make("CartPole-v1").unwrapped, max_episode_steps=3)
+    assert not episode_ends.play_episode(policy, short, 0, True, None)["terminated"]
+    v1 = tiny_model(DreamerV1, "MlpPolicy", gym.make("CartPole-v1"))
+    assert episode_ends.play_episode(v1.policy, short, 0, True, None)["continuations"] == [None] * 4
+    summary = episode_ends.main(["--algo", "dreamer_v3", "--env", "CartPole-v1", "--policy", str(path), "--episodes", "3"])
+    assert len(summary["lengths"]) == 3 and summary["terminated_share"] == 1.0
+    assert "episode 2:" in capsys.readouterr().out
