@@ -6,9 +6,9 @@ continuation head's prediction on the belief state of that last observation and 
 
 A model that learned when episodes end predicts a continuation near 0 on a terminal observation; one that did not
 predicts there what it predicts everywhere (DreamerV3's continuation includes the discount, so "everywhere" is
-about ``gamma = 0.997``). An agent whose episodes all end the same way while its model predicts that they go on is
-failing for want of a world model that knows the end, not for want of a policy search: what the CartPole-v1
-figure of docs/benchmarks.md reports.
+about ``gamma = 0.997``). When an agent's episodes all end the same way and its model predicts that they go on,
+the imagined returns cannot steer the actor away from that end: look at the world model before the actor (what
+the CartPole-v1 figure of docs/benchmarks.md reports).
 
     python -m benchmarks.episode_ends --algo dreamer_v3 --env CartPole-v1 \\
         --policy runs/benchmark/dreamer_v3_CartPole-v1_0/policy.zip
@@ -95,7 +95,7 @@ def play_episode(
         steps += 1
     # the terminal observation, folded into the belief as training folds it: with the action that led to it
     obs_tensor, _ = policy.obs_to_tensor(observation)
-    latent = policy.filter(obs_tensor, state, None, sample=False)
+    latent = policy.filter(obs_tensor, state, None, sample=not deterministic)
     continuations.append(continuation_of(policy, (latent.deterministic, latent.stochastic, state[2])))
     return dict(
         steps=steps, terminated=bool(terminated), observations=observations, actions=actions, continuations=continuations
