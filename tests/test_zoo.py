@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import FAST, TINY, TINY_WORLD_MODEL
 
-from sb3_rssm import DreamerV1, DreamerV3, PlaNet
+from sb3_rssm import DreamerV1, DreamerV3, PlaNet, zoo
 from sb3_rssm.common.dmc import DMC_TASKS, dmc_env_id
 from sb3_rssm.zoo import ALGOS, hyperparams_file, load_hyperparams, register_algos, with_defaults
 from sb3_rssm.zoo import enjoy as zoo_enjoy
@@ -91,8 +91,22 @@ def test_hyperparameter_files():
         assert benchmark.hyperparameters(algo, "Pendulum-v1", tiny=True)["batch_size"] == 2
     with pytest.raises(ValueError, match="No planet hyperparameters for 'CartPole-v1'"):
         load_hyperparams("planet", "CartPole-v1")
+    # every algorithm has a cpu preset for the pixel benchmark; DreamerV3's departs from the paper in size and ratio only
+    for algo in ALGOS:
+        with open(hyperparams_file(algo, "cpu")) as f:
+            entry = yaml.safe_load(f)[dmc_env_id("cartpole-swingup")]
+        assert entry["n_timesteps"] == 12500 and entry["policy"] == "CnnPolicy"
+    cpu = load_hyperparams("dreamer_v3", dmc_env_id("cartpole-swingup"), preset="cpu")
+    assert cpu["policy_kwargs"] == dict(size="size1m") and cpu["learning_starts"] == 1024
+
+
+def test_a_missing_preset_names_the_ones_shipped(tmp_path, monkeypatch):
+    (tmp_path / "dreamer_v3.yml").write_text("{}")
+    monkeypatch.setattr(zoo, "HYPERPARAMS_DIR", str(tmp_path))
     with pytest.raises(ValueError, match=r"no 'cpu' hyperparameters for dreamer_v3 \(it has \['default'\]\)"):
         hyperparams_file("dreamer_v3", "cpu")
+    with pytest.raises(ValueError, match="Unknown preset 'gpu'"):
+        hyperparams_file("dreamer_v3", "gpu")
 
 
 def _train_enjoy(tmp_path, capsys, algo, env_id, timesteps, eval_freq, eval_episodes):
