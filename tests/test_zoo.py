@@ -98,6 +98,16 @@ def test_hyperparameter_files():
         assert entry["n_timesteps"] == 12500 and entry["policy"] == "CnnPolicy"
     cpu = load_hyperparams("dreamer_v3", dmc_env_id("cartpole-swingup"), preset="cpu")
     assert cpu["policy_kwargs"] == dict(size="size1m") and cpu["learning_starts"] == 1024
+    assert set(cpu) <= {
+        "policy",
+        "buffer_size",
+        "learning_starts",
+        "batch_size",
+        "sequence_length",
+        "train_freq",
+        "gradient_steps",
+        "policy_kwargs",
+    }
 
 
 def test_a_missing_preset_names_the_ones_shipped(tmp_path, monkeypatch):
