@@ -283,3 +283,54 @@ def test_train_ratio_in_sb3_terms():
 
     defaults = DreamerV3("MlpPolicy", PointMassEnv(), policy_kwargs=dict(size="size1m"), _init_setup_model=False)
     assert defaults.train_ratio == 512  # one update of 16 x 64 every 2 steps
+
+
+def test_compiled_imagination_matches_eager_and_compiles_once():
+    from torch._dynamo.utils import counters
+
+    from sb3_rssm import DreamerV3
+    from sb3_rssm.common.envs import PointMassEnv
+
+    model = trained_v3(compile_update="imagination", imagination_horizon=4)
+    assert model._imagination_runner._torchdynamo_orig_callable == model._imagination_step
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1
+    _, _, posterior = model.policy.world_model.loss(model.replay_buffer.sample(2))
+    start = posterior.detach().flatten()
+    th.manual_seed(1)
+    features, actions = model.imagine(start)
+    generator_after = th.get_rng_state()
+    # the same random numbers as eager torch, the same states but for float rounding
+    compiled_runner, model._imagination_runner = model._imagination_runner, model._imagination_step
+    th.manual_seed(1)
+    eager_features, eager_actions = model.imagine(start)
+    assert th.equal(th.get_rng_state(), generator_after)
+    th.testing.assert_close(features, eager_features, rtol=0, atol=1e-6)
+    th.testing.assert_close(actions, eager_actions, rtol=0, atol=1e-6)
+    assert features.shape == (8, 5, model.policy.world_model.rssm.feature_size)
+    model._imagination_runner = compiled_runner
+    # more training, and a loaded model (another instance), run the code already compiled
+    model.learn(20, reset_num_timesteps=False)
+    loaded = DreamerV3.load(_saved(model), env=PointMassEnv())
+    assert loaded.compile_update == "imagination"
+    loaded.learn(40)
+    assert loaded._n_updates > 0
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+def _saved(model):
+    import io
+
+    buffer = io.BytesIO()
+    model.save(buffer)
+    buffer.seek(0)
+    return buffer
+
+
+@pytest.mark.parametrize("algorithm", ["DreamerV1", "PlaNet"])
+def test_compiled_imagination_is_refused_where_imagination_has_gradient_or_is_planning(algorithm):
+    import sb3_rssm
+    from sb3_rssm.common.envs import PointMassEnv
+
+    with pytest.raises(ValueError, match=f"compile_update='imagination' .* which {algorithm} does not have"):
+        getattr(sb3_rssm, algorithm)("MlpPolicy", PointMassEnv(), compile_update="imagination")

@@ -264,14 +264,41 @@ class RSSMBase(nn.Module):
             if callable(policy_or_actions):
                 raise ValueError("imagine() needs a horizon when given a policy")
             horizon = policy_or_actions.shape[1]
-        state = start
-        states, actions = [], []
-        for t in range(horizon):
-            action = policy_or_actions(state) if callable(policy_or_actions) else policy_or_actions[:, t]
-            state = self.imagine_step(state, action)
-            states.append(state)
-            actions.append(action)
-        return type(state).stack(states), th.stack(actions, dim=1)
+        if callable(policy_or_actions):
+            policy = policy_or_actions
+        else:
+            planned = iter(policy_or_actions.unbind(1))
+
+            def policy(state: StateT) -> th.Tensor:
+                return next(planned)
+
+        def step(state: StateT) -> tuple[StateT, th.Tensor]:
+            action = policy(state)
+            return self.imagine_step(state, action), action
+
+        return rollout(start, step, horizon)
+
+
+def rollout(
+    start: StateT, step: Callable[[StateT], tuple[StateT, th.Tensor]], horizon: int
+) -> tuple[StateT, th.Tensor]:
+    """
+    Apply an imagination step ``horizon`` times from ``start``: :meth:`RSSMBase.imagine`'s loop, for callers whose
+    step is not a plain ``imagine_step`` (DreamerV3's compiled actor-and-prior step).
+
+    :param start: (batch, ...) start states
+    :param step: maps a state to (the next state, the action taken in the state)
+    :param horizon: number of steps
+    :return: (states, actions): the states after each step, fields (batch, horizon, ...), and the actions
+        (batch, horizon, action_size)
+    """
+    state = start
+    states, actions = [], []
+    for _ in range(horizon):
+        state, action = step(state)
+        states.append(state)
+        actions.append(action)
+    return type(state).stack(states), th.stack(actions, dim=1)
 
 
 class RSSM(RSSMBase):

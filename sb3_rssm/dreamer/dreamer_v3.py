@@ -18,7 +18,7 @@ from torch.distributions import Distribution
 from sb3_rssm.common.buffers import SequenceReplayBuffer
 from sb3_rssm.common.distributions import TwoHot
 from sb3_rssm.common.returns import ReturnNormalizer, lambda_return
-from sb3_rssm.common.rssm import LatentState
+from sb3_rssm.common.rssm import LatentState, rollout
 from sb3_rssm.common.type_aliases import SequenceSamples
 from sb3_rssm.common.world_model_algorithm import WorldModelAlgorithm
 from sb3_rssm.dreamer.policies_v3 import CnnPolicy, DreamerV3Policy, MlpPolicy, MultiInputPolicy
@@ -201,7 +201,7 @@ class DreamerV3(WorldModelAlgorithm):
     :param max_nonfinite_updates: see :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
     :param mixed_precision: ``None``, ``"bf16"`` or ``"fp16"``, see
         :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
-    :param compile_update: ``None``, ``"cuda_graph"`` or ``"reduce-overhead"``, see
+    :param compile_update: ``None``, ``"cuda_graph"``, ``"reduce-overhead"`` or ``"imagination"``, see
         :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
     :param log_prediction_interval: updates between open-loop prediction images (image observations; 0: never)
     :param replay_buffer_class: a :class:`~sb3_rssm.common.buffers.SequenceReplayBuffer` subclass
@@ -226,6 +226,7 @@ class DreamerV3(WorldModelAlgorithm):
         "actor_learning_rate": "actor_optimizer",
         "critic_learning_rate": "critic_optimizer",
     }
+    imagines_without_gradient: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -307,13 +308,14 @@ class DreamerV3(WorldModelAlgorithm):
         :return: features of ``s_0 .. s_H`` (N, H + 1, F), ``s_0`` the start; actions taken in ``s_0 .. s_{H-1}``
             (N, H, action_size), unclipped samples
         """
-        actor = self.policy.actor
         with th.no_grad():
-            imagined, actions = self.policy.world_model.rssm.imagine(
-                start, lambda state: actor.sample(state.features), self.imagination_horizon
-            )
+            imagined, actions = rollout(start, self._imagination_runner, self.imagination_horizon)
             features = th.cat([start.features.unsqueeze(1), imagined.features], dim=1)
         return features, actions
+
+    def _imagination_step(self, state: LatentState) -> tuple[LatentState, th.Tensor]:
+        action = self.policy.actor.sample(state.features)
+        return self.policy.world_model.rssm.imagine_step(state, action), action
 
     def _train_step(self, batch: SequenceSamples) -> dict[str, th.Tensor]:
         """
