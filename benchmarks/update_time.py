@@ -8,6 +8,8 @@ model sizes), whole (its losses share one backward pass, so it has no phases to 
 
     python -m benchmarks.update_time --obs pixels --updates 3
     python -m benchmarks.update_time --algo dreamer_v3 --size size12m --obs pixels
+    python -m benchmarks.update_time --algo dreamer_v3 --size size1m --obs state --batch 16 --seq 16 \
+        --compile-update imagination --updates 30
 
 Prints one JSON line: medians (DreamerV1's phases) or the mean (DreamerV3's whole update) over ``--updates``
 timed updates after one warm-up.
@@ -188,6 +190,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--mixed-precision", choices=["bf16"], default=None)
+    parser.add_argument(
+        "--compile-update", choices=["imagination", "reduce-overhead"], default=None, help="DreamerV3's compile_update"
+    )
     args = parser.parse_args()
     if args.threads > 0:
         th.set_num_threads(args.threads)
@@ -201,17 +206,27 @@ def main() -> None:
         seq=seq,
         horizon=args.horizon,
         mixed_precision=args.mixed_precision,
+        compile_update=args.compile_update,
         threads=th.get_num_threads(),
         torch=th.__version__,
     )
     if v3:
         model, batch = build_v3(
-            args.obs, args.size, batch_size, seq, args.horizon, args.device, mixed_precision=args.mixed_precision
+            args.obs,
+            args.size,
+            batch_size,
+            seq,
+            args.horizon,
+            args.device,
+            mixed_precision=args.mixed_precision,
+            compile_update=args.compile_update,
         )
         timing = time_v3_update(model, batch, args.updates)
         result = dict(common, size=args.size, device=str(model.device), update_s=round(timing["update_s"], 4))
         result["gflop"] = round(timing["gflop"], 1)
     else:
+        if args.compile_update:
+            parser.error("--compile-update times DreamerV3's whole update (--algo dreamer_v3)")
         model, batch = build(args.obs, batch_size, seq, args.horizon, args.device, mixed_precision=args.mixed_precision)
         result = dict(
             common,

@@ -279,9 +279,7 @@ class RSSMBase(nn.Module):
         return rollout(start, step, horizon)
 
 
-def rollout(
-    start: StateT, step: Callable[[StateT], tuple[StateT, th.Tensor]], horizon: int
-) -> tuple[StateT, th.Tensor]:
+def rollout(start: StateT, step: Callable[[StateT], tuple[StateT, th.Tensor]], horizon: int) -> tuple[StateT, th.Tensor]:
     """
     Apply an imagination step ``horizon`` times from ``start``: :meth:`RSSMBase.imagine`'s loop, for callers whose
     step is not a plain ``imagine_step`` (DreamerV3's compiled actor-and-prior step).

@@ -116,8 +116,9 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         ``torch.compile(update, mode="reduce-overhead")``. Both are off by default until measured better on a GPU
         (docs/benchmarks.md); on a CPU ``torch.compile`` of the whole update made it slower. ``"imagination"``
         (algorithms that imagine without gradient: DreamerV3): only the imagination step (actor sample and prior
-        transition) is compiled by ``torch.compile``, the rest runs eagerly; the samples are eager's, the states
-        differ from eager's by float rounding. 19% less wall time in a DreamerV3 Pendulum-v1 run on 2 CPU cores.
+        transition) is compiled by ``torch.compile``, the rest runs eagerly; it draws eager torch's random numbers,
+        and its states and actions differ from eager's by float rounding. On 2 CPU cores it made the ``size1m``
+        update about 10% faster (docs/benchmarks.md, DreamerV3).
     :param max_nonfinite_updates: stop with an error after this many updates in a row with a
         non-finite loss or gradient (each is skipped, parameters untouched); checked once per training phase
     :param log_prediction_interval: for image observations, log an open-loop prediction strip (real frames,
