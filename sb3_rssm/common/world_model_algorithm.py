@@ -403,8 +403,8 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         else:
             self._update_runner = self._update_once
         if self.imagines_without_gradient:
-            # compiled for fixed shapes (the batch's are); fallback_random draws the random numbers as eager
-            # torch does, so the samples and the generator's state after them are eager's
+            # compiled for fixed shapes (the batch's are); fallback_random draws the random numbers through eager
+            # torch, so they and the generator's state after them are eager's (a resumed run draws the same ones)
             self._imagination_runner = (
                 th.compile(self._imagination_step, dynamic=False, options={"fallback_random": True})
                 if self.compile_update == "imagination"
