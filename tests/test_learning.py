@@ -54,7 +54,8 @@ def assert_learns_point_mass(model: BaseAlgorithm, total_timesteps: int, discret
     """Train ``model`` until it has learned the point-mass task (see the module docstring), at most ``total_timesteps``."""
     eval_env = DummyVecEnv([lambda: Monitor(PointMassEnv(discrete=discrete))])
     stop = StopWhenLearned(THRESHOLD)
-    model.learn(total_timesteps, callback=EvalCallback(eval_env, eval_freq=100, n_eval_episodes=1, callback_after_eval=stop))
+    evaluations = EvalCallback(eval_env, eval_freq=100, n_eval_episodes=1, callback_after_eval=stop, verbose=0)
+    model.learn(total_timesteps, callback=evaluations)
     returns = ", ".join(f"{value:.1f}" for value in stop.returns)
     assert stop.learned, f"{type(model).__name__} did not learn in {total_timesteps} steps; evaluations every 100: {returns}"
 
