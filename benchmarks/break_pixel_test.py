@@ -2,7 +2,7 @@
 Checks that the CI pixel learning test (``tests/test_learning.py::test_dreamer_learns_from_pixels``) can fail: runs it
 with the image path broken on purpose, one break per run, and prints whether the test noticed.
 
-    python -m benchmarks.break_pixel_test                       # all breaks, about 90 s each on 1 thread
+    python -m benchmarks.break_pixel_test                       # all breaks, about 200 s each on 1 thread
     python -m benchmarks.break_pixel_test --breaks no_reward_head
 
 Breaks: ``predict_upside_down`` (``predict`` turns every frame upside down after SB3's conversion),
