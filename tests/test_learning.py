@@ -209,7 +209,7 @@ def test_dreamer_learns_from_pixels():
     # same agent then scores about -20: an image path that flips or swaps between training and acting fails the test,
     # and so does one that trains without the reward head (python -m benchmarks.break_pixel_test shows each). The
     # agent must score more than 15 over 5 episodes in three evaluations in a row within 1,500 steps (seed 0 learns at
-    # 900 and stops at 1,100: about 90 s on 1 thread on the AMD EPYC machine, 150 s on the Intel Xeon).
+    # about 900 steps: 140 s alone on 1 thread on the Intel Xeon machine).
     model = DreamerV1(
         "CnnPolicy",
         ColourCueEnv(),
