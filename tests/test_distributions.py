@@ -82,6 +82,17 @@ def test_sample_one_hot_frequencies_and_straight_through_gradient():
     samples = sample_one_hot(log_probs, straight_through=False)
     assert th.all(samples.sum(-1) == 1)
     th.testing.assert_close(samples.mean(0), th.tensor([0.1, 0.2, 0.7]), atol=0.015, rtol=0)
+    # probabilities that sum to a little less than 1 (rounding): a uniform number past their sum takes the last class
+    short = th.tensor([0.25, 0.25, 0.4]).log().expand(20000, 3)
+    samples = sample_one_hot(short, straight_through=False)
+    assert th.all(samples.sum(-1) == 1)
+    th.testing.assert_close(samples.mean(0), th.tensor([0.25, 0.25, 0.5]), atol=0.015, rtol=0)
+    # one uniform number per categorical, whatever the leading dimensions
+    th.manual_seed(0)
+    draws = sample_one_hot(th.tensor([0.5, 0.5]).log().expand(4, 5, 2), straight_through=False)
+    assert draws.shape == (4, 5, 2) and th.all(draws.sum(-1) == 1)
+    th.manual_seed(0)
+    th.testing.assert_close(draws.argmax(-1), (th.rand(4, 5, 1) >= 0.5).squeeze(-1).long())
     logits = th.randn(4, 3, requires_grad=True)
     weights = th.randn(4, 3)
     (sample_one_hot(logits.log_softmax(-1)) * weights).sum().backward()

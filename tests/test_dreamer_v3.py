@@ -327,10 +327,80 @@ def _saved(model):
     return buffer
 
 
+def test_compiled_losses_match_eager_and_compile_once():
+    from torch._dynamo.utils import counters
+
+    from sb3_rssm import DreamerV3
+    from sb3_rssm.common.envs import PointMassEnv
+
+    model = trained_v3(compile_update="losses")
+    assert model._loss_runner._torchdynamo_orig_callable == model._update_loss
+    # the imagination step is traced into the losses' graph, not compiled apart
+    assert model._imagination_runner == model._imagination_step
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1
+    policy = model.policy
+    policy.set_training_mode(True)  # as training runs the update
+    batch = model.replay_buffer.sample(2)
+    normalizer = {key: value.clone() for key, value in policy.return_normalizer.state_dict().items()}
+
+    def loss_and_gradients(runner):
+        policy.return_normalizer.load_state_dict(normalizer)
+        policy.zero_grad(set_to_none=True)
+        th.manual_seed(1)
+        loss, metrics = runner(batch)
+        generator = th.get_rng_state()
+        loss.backward()
+        gradients = {name: p.grad.clone() for name, p in policy.named_parameters() if p.grad is not None}
+        return loss.detach(), metrics, generator, gradients, policy.return_normalizer.state_dict()
+
+    compiled = loss_and_gradients(model._loss_runner)
+    eager = loss_and_gradients(model._update_loss)
+    # the same random numbers as eager torch (the generator ends in the same state), the same losses, metrics,
+    # gradients and return-normalizer update but for float rounding
+    assert th.equal(compiled[2], eager[2])
+    th.testing.assert_close(compiled[0], eager[0], rtol=1e-5, atol=1e-5)
+    assert compiled[1].keys() == eager[1].keys()
+    for key in eager[1]:
+        th.testing.assert_close(compiled[1][key], eager[1][key], rtol=1e-4, atol=1e-5, msg=key)
+    assert compiled[3].keys() == eager[3].keys() and any(name.startswith("world_model.rssm") for name in eager[3])
+    for name in eager[3]:
+        th.testing.assert_close(compiled[3][name], eager[3][name], rtol=1e-4, atol=1e-5, msg=name)
+    th.testing.assert_close(compiled[4], eager[4])
+    policy.return_normalizer.load_state_dict(normalizer)
+    # more training, and a loaded model (another instance), run the code already compiled
+    model.learn(20, reset_num_timesteps=False)
+    loaded = DreamerV3.load(_saved(model), env=PointMassEnv())
+    assert loaded.compile_update == "losses"
+    loaded.learn(40)
+    assert loaded._n_updates > 0
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+@pytest.mark.parametrize("mode", ["imagination", "losses"])
 @pytest.mark.parametrize("algorithm", ["DreamerV1", "PlaNet"])
-def test_compiled_imagination_is_refused_where_imagination_has_gradient_or_is_planning(algorithm):
+def test_compiled_imagination_or_losses_are_refused_where_the_update_differs(algorithm, mode):
     import sb3_rssm
     from sb3_rssm.common.envs import PointMassEnv
 
-    with pytest.raises(ValueError, match=f"compile_update='imagination' .* which {algorithm} does not have"):
-        getattr(sb3_rssm, algorithm)("MlpPolicy", PointMassEnv(), compile_update="imagination")
+    with pytest.raises(ValueError, match=f"compile_update='{mode}' .* which {algorithm} does not have"):
+        getattr(sb3_rssm, algorithm)("MlpPolicy", PointMassEnv(), compile_update=mode)
+
+
+def test_categorical_kl_matches_torch_distributions():
+    from torch.distributions import kl_divergence
+
+    from sb3_rssm.common.categorical_rssm import CategoricalRSSMState
+    from sb3_rssm.common.distributions import unimix_log_probs
+
+    th.manual_seed(0)
+
+    def state():
+        log_probs = unimix_log_probs(3 * th.randn(5, 4, 3, 6), 0.01)
+        return CategoricalRSSMState(th.zeros(5, 4, 8), th.zeros(5, 4, 18), log_probs)
+
+    q, p = state(), state()
+    kl = q.kl(p)
+    assert kl.shape == (5, 4) and th.all(kl > 0)
+    th.testing.assert_close(kl, kl_divergence(q.distribution(), p.distribution()))
+    th.testing.assert_close(q.kl(q), th.zeros(5, 4), atol=1e-6, rtol=0)

@@ -50,6 +50,16 @@ class CategoricalRSSMState(LatentState, _CategoricalFields):
         """``stochastic_size`` independent one-hot categoricals."""
         return Independent(OneHotCategorical(logits=self.log_probs, validate_args=False), 1, validate_args=False)
 
+    def kl(self, other: LatentState) -> th.Tensor:
+        """
+        ``KL(self || other)`` summed over the latents, computed directly rather than by ``kl_divergence``, whose
+        dispatch memo fills on first use: ``torch.compile`` guards on it, so a loss traced before the first eager KL
+        would be compiled again after it (minutes, under ``compile_update="losses"``). The unimix keeps every
+        probability above zero, so no term needs the ``0 log 0`` care of torch's categorical KL.
+        """
+        log_q = self.log_probs.log_softmax(-1)
+        return (log_q.exp() * (log_q - other.log_probs.log_softmax(-1))).sum((-2, -1))
+
 
 class CategoricalRSSM(RSSMBase):
     """

@@ -55,6 +55,10 @@ class LatentState:
         """The distribution ``s`` was drawn from, with the latent dimensions as its event."""
         raise NotImplementedError
 
+    def kl(self, other: LatentState) -> th.Tensor:
+        """``KL(self || other)`` of each state, summed over the latent dimensions."""
+        return kl_divergence(self.distribution(), other.distribution())
+
     def detach(self: SelfLatentState) -> SelfLatentState:
         return type(self)(*(x.detach() for x in self))  # type: ignore[call-arg, attr-defined]
 
@@ -453,16 +457,15 @@ def kl_loss(
     """
     if strategy not in KL_STRATEGIES:
         raise ValueError(f"Unknown kl_strategy {strategy!r}: choose one of {KL_STRATEGIES}")
-    q, p = posterior.distribution(), prior.distribution()
     if strategy in ("balanced", "dyn_rep"):
         # the same KL twice, each with the gradient of one side only
-        dyn = kl_divergence(posterior.detach().distribution(), p)
-        rep = kl_divergence(q, prior.detach().distribution())
+        dyn = posterior.detach().kl(prior)
+        rep = posterior.kl(prior.detach())
         if strategy == "balanced":
             loss = balance_alpha * dyn.mean() + (1.0 - balance_alpha) * rep.mean()
         else:
             dyn_loss = free_bits_clamp(dyn, "free_bits_per_step", free_bits)
             loss = dyn_scale * dyn_loss + rep_scale * free_bits_clamp(rep, "free_bits_per_step", free_bits)
         return loss, dyn.mean().detach()
-    kl = kl_divergence(q, p)
+    kl = posterior.kl(prior)
     return free_bits_clamp(kl, strategy, free_bits), kl.mean().detach()

@@ -51,7 +51,7 @@ from sb3_rssm.common.update import (
 __all__ = ["EnvWorkerError", "NonFiniteUpdateError", "WorldModelAlgorithm"]
 
 MIXED_PRECISION = {None: None, "bf16": th.bfloat16, "fp16": th.float16}
-COMPILE_UPDATE = (None, "cuda_graph", "reduce-overhead", "imagination")
+COMPILE_UPDATE = (None, "cuda_graph", "reduce-overhead", "imagination", "losses")
 
 SelfWorldModelAlgorithm = TypeVar("SelfWorldModelAlgorithm", bound="WorldModelAlgorithm")
 
@@ -118,7 +118,14 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         (algorithms that imagine without gradient: DreamerV3): only the imagination step (actor sample and prior
         transition) is compiled by ``torch.compile``, the rest runs eagerly; it draws eager torch's random numbers,
         and its states and actions differ from eager's by float rounding. On 2 CPU cores it made the ``size1m``
-        update about 10% faster (docs/benchmarks.md, DreamerV3).
+        update about 10% faster (docs/benchmarks.md, DreamerV3). ``"losses"`` (algorithms whose update is one loss
+        with one backward pass: DreamerV3): ``torch.compile`` of the whole forward pass of the update (world-model
+        loss with its filtering loop, imagination, actor and critic losses) as one graph, whose backward pass
+        AOTAutograd compiles with it; the optimizers' steps run eagerly. It draws eager torch's random numbers, and
+        its losses differ from eager's by float rounding. Compiling takes minutes (the filtering and imagination
+        loops are unrolled: 4 to 6 minutes for the ``size1m`` update on 2 CPU cores, about 2 with the compile caches
+        of an earlier run), after which the ``size1m`` update takes about half the eager one's time
+        (docs/benchmarks.md, DreamerV3): for runs of thousands of updates.
     :param max_nonfinite_updates: stop with an error after this many updates in a row with a
         non-finite loss or gradient (each is skipped, parameters untouched); checked once per training phase
     :param log_prediction_interval: for image observations, log an open-loop prediction strip (real frames,
@@ -144,6 +151,8 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
     learning_rates: ClassVar[dict[str, str]] = {}
     #: whether the algorithm imagines without gradient in :meth:`_imagination_step` (``compile_update="imagination"``)
     imagines_without_gradient: ClassVar[bool] = False
+    #: whether one update is one loss (:meth:`_update_loss`) with one backward pass (``compile_update="losses"``)
+    has_single_loss: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -212,14 +221,21 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         if compile_update not in COMPILE_UPDATE:
             raise ValueError(
                 f"compile_update={compile_update!r} is not supported: use None (eager), 'cuda_graph' (the whole update "
-                "captured as one CUDA graph), 'reduce-overhead' (torch.compile's mode of that name) or 'imagination' "
-                "(torch.compile of the imagination step, DreamerV3)."
+                "captured as one CUDA graph), 'reduce-overhead' (torch.compile's mode of that name), 'imagination' "
+                "(torch.compile of the imagination step, DreamerV3) or 'losses' (torch.compile of the update's forward "
+                "pass, DreamerV3)."
             )
         if compile_update == "imagination" and not self.imagines_without_gradient:
             raise ValueError(
                 f"compile_update='imagination' compiles an imagination step that runs without gradient, which "
                 f"{type(self).__name__} does not have (DreamerV1 trains its actor through the imagined dynamics; PlaNet "
                 "imagines only while planning): use None, 'cuda_graph' or 'reduce-overhead'."
+            )
+        if compile_update == "losses" and not self.has_single_loss:
+            raise ValueError(
+                f"compile_update='losses' compiles an update that is one loss with one backward pass, which "
+                f"{type(self).__name__} does not have (its world model, actor and value each have a backward pass of "
+                "their own): use None, 'cuda_graph' or 'reduce-overhead'."
             )
         self.compile_update = compile_update
         # float16's loss scaler: built in _setup_model; its state travels in saves as plain numbers
@@ -229,6 +245,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         self.update: Optional[GradientUpdate] = None
         self._update_runner: Optional[Any] = None
         self._imagination_runner: Optional[Callable[[LatentState], tuple[LatentState, th.Tensor]]] = None
+        self._loss_runner: Optional[Callable[[SequenceSamples], tuple[th.Tensor, dict[str, th.Tensor]]]] = None
         self.log_prediction_interval = log_prediction_interval
         # whether this model object logged an open-loop image yet (not saved: a resumed run logs one at once too)
         self._open_loop_logged = False
@@ -402,13 +419,19 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
             self._update_runner = th.compile(self._update_once, mode="reduce-overhead")
         else:
             self._update_runner = self._update_once
+        # compiled for fixed shapes (the batch's are); fallback_random draws the random numbers through eager torch,
+        # so they and the generator's state after them are eager's (a resumed run draws the same ones). Under "losses"
+        # the imagination step is traced into the losses' graph, so it stays a plain method here.
+        compile_options = dict(dynamic=False, options={"fallback_random": True})
         if self.imagines_without_gradient:
-            # compiled for fixed shapes (the batch's are); fallback_random draws the random numbers through eager
-            # torch, so they and the generator's state after them are eager's (a resumed run draws the same ones)
             self._imagination_runner = (
-                th.compile(self._imagination_step, dynamic=False, options={"fallback_random": True})
+                th.compile(self._imagination_step, **compile_options)
                 if self.compile_update == "imagination"
                 else self._imagination_step
+            )
+        if self.has_single_loss:
+            self._loss_runner = (
+                th.compile(self._update_loss, **compile_options) if self.compile_update == "losses" else self._update_loss
             )
 
     def _imagination_step(self, state: LatentState) -> tuple[LatentState, th.Tensor]:
@@ -480,6 +503,7 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
             "update",
             "_update_runner",
             "_imagination_runner",
+            "_loss_runner",
             "_warned_short_buffer",
             "_open_loop_logged",
         ]
@@ -791,6 +815,13 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
     def _train_step(self, batch: SequenceSamples) -> dict[str, th.Tensor]:
         """The losses and backward passes of one update (the optimizers step after it); returns detached scalar metrics."""
         raise NotImplementedError
+
+    def _update_loss(self, batch: SequenceSamples) -> tuple[th.Tensor, dict[str, th.Tensor]]:
+        """
+        The loss of one update and its detached scalar metrics, for algorithms with ``has_single_loss`` (their
+        :meth:`_train_step` runs it through ``_loss_runner``, compiled under ``compile_update="losses"``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no single loss per update")
 
     def _update_once(self, batch: SequenceSamples) -> None:
         """

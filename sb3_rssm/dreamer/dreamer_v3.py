@@ -201,7 +201,7 @@ class DreamerV3(WorldModelAlgorithm):
     :param max_nonfinite_updates: see :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
     :param mixed_precision: ``None``, ``"bf16"`` or ``"fp16"``, see
         :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
-    :param compile_update: ``None``, ``"cuda_graph"``, ``"reduce-overhead"`` or ``"imagination"``, see
+    :param compile_update: ``None``, ``"cuda_graph"``, ``"reduce-overhead"``, ``"imagination"`` or ``"losses"``, see
         :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm`
     :param log_prediction_interval: updates between open-loop prediction images (image observations; 0: never)
     :param replay_buffer_class: a :class:`~sb3_rssm.common.buffers.SequenceReplayBuffer` subclass
@@ -227,6 +227,7 @@ class DreamerV3(WorldModelAlgorithm):
         "critic_learning_rate": "critic_optimizer",
     }
     imagines_without_gradient: ClassVar[bool] = True
+    has_single_loss: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -317,10 +318,10 @@ class DreamerV3(WorldModelAlgorithm):
         action = self.policy.actor.sample(state.features)
         return self.policy.world_model.rssm.imagine_step(state, action), action
 
-    def _train_step(self, batch: SequenceSamples) -> dict[str, th.Tensor]:
+    def _update_loss(self, batch: SequenceSamples) -> tuple[th.Tensor, dict[str, th.Tensor]]:
         """
-        The world-model, actor, critic and replay-critic losses and one backward pass of their sum into the three
-        groups (the replay critic loss trains the world model's representations too); the optimizers step after it.
+        The sum of the world-model, actor, critic and replay-critic losses (the replay critic loss trains the world
+        model's representations too), and the detached metrics.
         """
         policy = self.policy
         with self._autocast():
@@ -329,13 +330,18 @@ class DreamerV3(WorldModelAlgorithm):
             # the imagined return from each posterior state bootstraps the replayed returns
             replay_loss = self._replay_value_loss(batch, posterior, returns[:, 0].reshape(batch.rewards.shape))
         loss = model_loss + actor_loss + critic_loss + self.replay_value_scale * replay_loss
-        self.update.backward(loss, "model", "actor", "critic")
         metrics.update(
             imagination_metrics,
             actor_loss=actor_loss.detach(),
             critic_loss=critic_loss.detach(),
             replay_critic_loss=replay_loss.detach(),
         )
+        return loss, metrics
+
+    def _train_step(self, batch: SequenceSamples) -> dict[str, th.Tensor]:
+        """:meth:`_update_loss` and one backward pass of it into the three groups; the optimizers step after it."""
+        loss, metrics = self._loss_runner(batch)
+        self.update.backward(loss, "model", "actor", "critic")
         return metrics
 
     def _imagination_loss(self, start: LatentState) -> tuple[th.Tensor, th.Tensor, th.Tensor, dict[str, th.Tensor]]:
