@@ -22,7 +22,7 @@ import argparse
 import json
 import statistics
 import time
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import gymnasium as gym
 import numpy as np
@@ -87,13 +87,21 @@ def build(
 
 
 def build_v3(
-    obs: str, size: str, batch: int = 16, seq: int = 64, horizon: int = 15, device: str = "cpu", **kwargs: Any
+    obs: str,
+    size: str,
+    batch: int = 16,
+    seq: int = 64,
+    horizon: int = 15,
+    device: str = "cpu",
+    cnn_depth: Optional[int] = None,
+    **kwargs: Any,
 ) -> tuple[DreamerV3, SequenceSamples]:
     """
     A DreamerV3 of model size ``size`` (a key of ``sb3_rssm.dreamer.policies_v3.MODEL_SIZES``), by default at the
-    paper's batch and horizon, and a synthetic batch for it.
+    paper's batch and horizon, and a synthetic batch for it; ``cnn_depth`` overrides the size's conv depth.
     """
-    return build(obs, batch, seq, horizon, device, DreamerV3, policy_kwargs=dict(size=size), **kwargs)
+    policy_kwargs = dict(size=size, **({} if cnn_depth is None else dict(cnn_depth=cnn_depth)))
+    return build(obs, batch, seq, horizon, device, DreamerV3, policy_kwargs=policy_kwargs, **kwargs)
 
 
 def run_phases(model: DreamerV1, batch: SequenceSamples) -> list[float]:
@@ -190,6 +198,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--algo", choices=["dreamer_v1", "dreamer_v3"], default="dreamer_v1")
     parser.add_argument("--size", default="size12m", help="DreamerV3's model size (--algo dreamer_v3)")
+    parser.add_argument("--cnn-depth", type=int, help="DreamerV3's conv depth (default: the size's)")
     parser.add_argument("--obs", choices=["pixels", "state"], default="pixels")
     parser.add_argument("--batch", type=int, help="sequences per batch (default: the paper's, 50 for v1, 16 for v3)")
     parser.add_argument("--seq", type=int, help="sequence length (default: the paper's, 50 for v1, 64 for v3)")
@@ -229,11 +238,14 @@ def main() -> None:
             seq,
             args.horizon,
             args.device,
+            cnn_depth=args.cnn_depth,
             mixed_precision=args.mixed_precision,
             compile_update=args.compile_update,
         )
         timing = time_v3_update(model, batch, args.updates)
-        result = dict(common, size=args.size, device=str(model.device), update_s=round(timing["update_s"], 4))
+        result = dict(
+            common, size=args.size, cnn_depth=args.cnn_depth, device=str(model.device), update_s=round(timing["update_s"], 4)
+        )
         result["first_update_s"] = round(timing["first_update_s"], 1)
         result["gflop"] = round(timing["gflop"], 1)
     else:
