@@ -21,8 +21,8 @@ import torch as th
 from gymnasium import spaces
 
 from benchmarks.machine import matmul_flops_per_s
-from sb3_rssm.common.planning import CEMPlanner
 from sb3_rssm.common.world_model import WorldModel
+from sb3_rssm.planet.planning import CEMPlanner
 from sb3_rssm.planet.policies import MlpPolicy
 
 

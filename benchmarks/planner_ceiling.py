@@ -28,8 +28,8 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 
-from sb3_rssm.common.planning import CEMPlanner
 from sb3_rssm.common.rssm import RSSMState
+from sb3_rssm.planet.planning import CEMPlanner
 from sb3_rssm.planet.policies import MlpPolicy, PlaNetPolicy
 
 #: Pendulum-v1's constants (gymnasium.envs.classic_control.pendulum)
@@ -42,7 +42,7 @@ def angle_normalize(angle: th.Tensor) -> th.Tensor:
 
 class PendulumDynamics:
     """
-    Pendulum-v1's equations of motion in the shape of the planner's :class:`~sb3_rssm.common.planning.LatentModel`:
+    Pendulum-v1's equations of motion in the shape of the planner's :class:`~sb3_rssm.planet.planning.LatentModel`:
     a state's ``deterministic`` field holds (angle, angular velocity) and its ``stochastic`` field the reward of the
     transition that led to it, which :meth:`reward` reads back from the features. Actions are normalized to [-1, 1],
     as the planner's are.

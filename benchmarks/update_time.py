@@ -97,7 +97,7 @@ def build_v3(
     **kwargs: Any,
 ) -> tuple[DreamerV3, SequenceSamples]:
     """
-    A DreamerV3 of model size ``size`` (a key of ``sb3_rssm.dreamer.policies_v3.MODEL_SIZES``), by default at the
+    A DreamerV3 of model size ``size`` (a key of ``sb3_rssm.dreamer_v3.policies.MODEL_SIZES``), by default at the
     paper's batch and horizon, and a synthetic batch for it; ``cnn_depth`` overrides the size's conv depth.
     """
     policy_kwargs = dict(size=size, **({} if cnn_depth is None else dict(cnn_depth=cnn_depth)))

@@ -22,7 +22,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_rssm import DreamerV1
-from sb3_rssm.dreamer.policies import CnnPolicy
+from sb3_rssm.dreamer_v1.policies import CnnPolicy
 from sb3_rssm.zoo import load_hyperparams
 
 ENV_ID = "sb3_rssm/dmc-cartpole-swingup-pixels-v0"

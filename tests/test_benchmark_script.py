@@ -64,7 +64,7 @@ def test_benchmark_writes_table_and_curves(tmp_path):
 
 def test_shipped_pixel_checkpoint_loads_and_acts():
     # examples/quickstart_pixels.py evaluates this file: it must keep loading as the code changes
-    from sb3_rssm.dreamer.policies import CnnPolicy
+    from sb3_rssm.dreamer_v1.policies import CnnPolicy
 
     path = os.path.join(os.path.dirname(SCRIPT), "checkpoints", "dreamer_v1_cartpole_swingup_cpu.zip")
     policy = CnnPolicy.load(path, device="cpu")

@@ -7,8 +7,8 @@ from gymnasium import spaces
 
 from sb3_rssm import DreamerV1
 from sb3_rssm.common.envs import PointMassEnv
-from sb3_rssm.dreamer.dreamer_v1 import lambda_return
-from sb3_rssm.dreamer.policies import Actor
+from sb3_rssm.dreamer_v1.dreamer_v1 import lambda_return
+from sb3_rssm.dreamer_v1.policies import Actor
 from tests.conftest import tiny_model
 
 

@@ -8,8 +8,8 @@ from gymnasium import spaces
 from sb3_rssm.common.distributions import TwoHot
 from sb3_rssm.common.returns import ReturnNormalizer
 from sb3_rssm.common.type_aliases import SequenceSamples
-from sb3_rssm.dreamer.dreamer_v3 import imagination_loss, replay_value_loss
-from sb3_rssm.dreamer.policies_v3 import MODEL_SIZES, ActorV3, DreamerV3Policy, model_size
+from sb3_rssm.dreamer_v3.dreamer_v3 import imagination_loss, replay_value_loss
+from sb3_rssm.dreamer_v3.policies import MODEL_SIZES, ActorV3, DreamerV3Policy, model_size
 
 TINY_V3 = dict(size="size1m", stochastic_size=2, classes=3, deterministic_size=8, hidden_size=8, blocks=2, cnn_depth=2)
 TINY_V3.update(mlp_units=8, mlp_layers=1, reward_units=8, actor_units=8, actor_layers=1, critic_units=8, critic_layers=1)
@@ -390,8 +390,8 @@ def test_compiled_imagination_or_losses_are_refused_where_the_update_differs(alg
 def test_categorical_kl_matches_torch_distributions():
     from torch.distributions import kl_divergence
 
-    from sb3_rssm.common.categorical_rssm import CategoricalRSSMState
     from sb3_rssm.common.distributions import unimix_log_probs
+    from sb3_rssm.dreamer_v3.categorical_rssm import CategoricalRSSMState
 
     th.manual_seed(0)
 

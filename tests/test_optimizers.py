@@ -3,7 +3,7 @@
 import pytest
 import torch as th
 
-from sb3_rssm.common.optimizers import LaProp
+from sb3_rssm.dreamer_v3.optimizers import LaProp
 
 
 def test_laprop_matches_a_hand_computation():

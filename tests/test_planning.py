@@ -7,9 +7,9 @@ import pytest
 import torch as th
 from gymnasium import spaces
 
-from sb3_rssm.common.planning import CEMPlanner
 from sb3_rssm.common.rssm import RSSMState
 from sb3_rssm.common.world_model import WorldModel
+from sb3_rssm.planet.planning import CEMPlanner
 
 
 class DummyRSSM:

@@ -7,8 +7,8 @@ import pytest
 import torch as th
 from torch.distributions import Independent, Normal, OneHotCategorical, kl_divergence
 
-from sb3_rssm.common.categorical_rssm import CategoricalRSSM, CategoricalRSSMState
 from sb3_rssm.common.rssm import RSSM, RSSMBase, RSSMState, kl_loss
+from sb3_rssm.dreamer_v3.categorical_rssm import CategoricalRSSM, CategoricalRSSMState
 
 B, T, E, A = 3, 6, 5, 2
 KINDS = ["gaussian", "categorical"]

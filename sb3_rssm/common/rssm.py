@@ -2,7 +2,7 @@
 The Recurrent State-Space Model (RSSM): the filtering and imagination contract every RSSM of this package
 keeps (:class:`RSSMBase`, with the latent-state methods of :class:`LatentState`), the Gaussian RSSM of
 PlaNet and Dreamer v1 (:class:`RSSM`), and the KL losses (:func:`kl_loss`). The categorical RSSM of
-DreamerV3 is in :mod:`sb3_rssm.common.categorical_rssm`.
+DreamerV3 is in :mod:`sb3_rssm.dreamer_v3.categorical_rssm`.
 
 The latent state at step t has a deterministic part ``h_t`` (a GRU) and a stochastic part ``s_t``:
 

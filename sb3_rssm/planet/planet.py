@@ -139,7 +139,7 @@ class PlaNet(WorldModelAlgorithm):
         Train the world model, and log the planner's diagnostics of the collection since the last call
         (means over env steps): ``planner/candidate_return_std`` (how much the model tells apart the first
         iteration's random action sequences), ``planner/elite_return`` and ``planner/elite_return_std``
-        (the predicted returns of the final elites), see :class:`~sb3_rssm.common.planning.CEMPlanner`.
+        (the predicted returns of the final elites), see :class:`~sb3_rssm.planet.planning.CEMPlanner`.
         """
         if self._planner_steps:
             for key, total in self._planner_sums.items():

@@ -12,9 +12,9 @@ from gymnasium import spaces
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
-from sb3_rssm.common.planning import CEMPlanner
 from sb3_rssm.common.policies import WorldModelPolicy
 from sb3_rssm.common.rssm import RSSMState
+from sb3_rssm.planet.planning import CEMPlanner
 
 
 class PlaNetPolicy(WorldModelPolicy):

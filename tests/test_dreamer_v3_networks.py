@@ -9,7 +9,7 @@ from gymnasium import spaces
 from torch import nn
 
 from sb3_rssm.common.distributions import symlog
-from sb3_rssm.common.networks_v3 import (
+from sb3_rssm.dreamer_v3.networks import (
     BlockLinear,
     ConvDecoderV3,
     ConvEncoderV3,

@@ -10,14 +10,14 @@ import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
 
-from sb3_rssm.common.categorical_rssm import CategoricalRSSM, CategoricalRSSMState
 from sb3_rssm.common.distributions import TwoHot
 from sb3_rssm.common.networks import squared_error_sum
-from sb3_rssm.common.networks_v3 import ObservationDecoderV3, ObservationEncoderV3, normed_mlp
 from sb3_rssm.common.rssm import kl_loss
 from sb3_rssm.common.spaces import action_size
 from sb3_rssm.common.type_aliases import SequenceSamples
 from sb3_rssm.common.world_model import WorldModelBase
+from sb3_rssm.dreamer_v3.categorical_rssm import CategoricalRSSM, CategoricalRSSMState
+from sb3_rssm.dreamer_v3.networks import ObservationDecoderV3, ObservationEncoderV3, normed_mlp
 
 
 class DreamerV3WorldModel(WorldModelBase):

@@ -19,7 +19,7 @@ from sb3_rssm.common.returns import lambda_return
 from sb3_rssm.common.rssm import RSSMState
 from sb3_rssm.common.type_aliases import SequenceSamples
 from sb3_rssm.common.world_model_algorithm import WorldModelAlgorithm
-from sb3_rssm.dreamer.policies import CnnPolicy, DreamerPolicy, MlpPolicy, MultiInputPolicy
+from sb3_rssm.dreamer_v1.policies import CnnPolicy, DreamerPolicy, MlpPolicy, MultiInputPolicy
 
 
 class DreamerV1(WorldModelAlgorithm):

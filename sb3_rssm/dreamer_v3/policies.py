@@ -17,14 +17,14 @@ from torch import nn
 from torch.distributions import Distribution, OneHotCategorical
 
 from sb3_rssm.common.distributions import TwoHot, bounded_normal, mode_one_hot, sample_one_hot, unimix_log_probs
-from sb3_rssm.common.networks_v3 import init_, normed_mlp
-from sb3_rssm.common.optimizers import LaProp
 from sb3_rssm.common.policies import BeliefPolicy
 from sb3_rssm.common.returns import ReturnNormalizer
 from sb3_rssm.common.rssm import LatentState
 from sb3_rssm.common.spaces import action_size
 from sb3_rssm.common.update import OptimizerGroup
-from sb3_rssm.dreamer.world_model_v3 import DreamerV3WorldModel
+from sb3_rssm.dreamer_v3.networks import init_, normed_mlp
+from sb3_rssm.dreamer_v3.optimizers import LaProp
+from sb3_rssm.dreamer_v3.world_model import DreamerV3WorldModel
 
 #: DreamerV3's model sizes (danijar/dreamerv3 ``configs.yaml``, ``size1m`` to ``size400m``): the RSSM's
 #: deterministic size, hidden width and classes per latent, the conv depth, and the width of every MLP
@@ -131,7 +131,7 @@ class ActorV3(nn.Module):
 
 class DreamerV3Policy(BeliefPolicy):
     """
-    World model, actor and critic, each with its own optimizer (:class:`~sb3_rssm.common.optimizers.LaProp` by
+    World model, actor and critic, each with its own optimizer (:class:`~sb3_rssm.dreamer_v3.optimizers.LaProp` by
     default: the three optimizers with one learning rate are DreamerV3's single optimizer, whose clipping and
     scaling are per parameter tensor), plus the slow critic (an EMA of the critic, updated by the algorithm) and
     the return normalizer. Acting samples the actor (its mode when ``deterministic``); DreamerV3 adds no

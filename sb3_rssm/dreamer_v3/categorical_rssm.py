@@ -24,8 +24,8 @@ from torch.distributions import Independent, OneHotCategorical
 
 from sb3_rssm.common.distributions import mode_one_hot, sample_one_hot, unimix_log_probs
 from sb3_rssm.common.networks import MLP
-from sb3_rssm.common.networks_v3 import BlockLinear, RMSNorm, dense, init_, normed_mlp
 from sb3_rssm.common.rssm import LatentState, RSSMBase
+from sb3_rssm.dreamer_v3.networks import BlockLinear, RMSNorm, dense, init_, normed_mlp
 
 
 class _CategoricalFields(NamedTuple):

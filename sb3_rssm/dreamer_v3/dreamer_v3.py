@@ -21,7 +21,7 @@ from sb3_rssm.common.returns import ReturnNormalizer, lambda_return
 from sb3_rssm.common.rssm import LatentState, rollout
 from sb3_rssm.common.type_aliases import SequenceSamples
 from sb3_rssm.common.world_model_algorithm import WorldModelAlgorithm
-from sb3_rssm.dreamer.policies_v3 import CnnPolicy, DreamerV3Policy, MlpPolicy, MultiInputPolicy
+from sb3_rssm.dreamer_v3.policies import CnnPolicy, DreamerV3Policy, MlpPolicy, MultiInputPolicy
 
 
 def critic_loss(
@@ -158,7 +158,7 @@ class DreamerV3(WorldModelAlgorithm):
     model, actor and critic with LaProp (epsilon 1e-20, adaptive gradient clipping 0.3, 1000 warm-up updates),
     entropy regulariser 3e-4, slow critic rate 0.02 and regulariser 1, replay value loss 0.3, KL scales 0.5 (dyn)
     and 0.1 (rep) with 1 free nat, model size ``size12m`` (``policy_kwargs=dict(size=...)``, see
-    :data:`~sb3_rssm.dreamer.policies_v3.MODEL_SIZES`).
+    :data:`~sb3_rssm.dreamer_v3.policies.MODEL_SIZES`).
 
     Replay ratio. DreamerV3 sets the number of updates by its ``train_ratio``, the replayed steps per env step.
     In SB3 terms each update replays ``batch_size * sequence_length`` steps, and ``gradient_steps`` updates follow
