@@ -43,4 +43,3 @@ def test_old_import_paths_still_resolve():
 
     assert OldDreamerV1 is DreamerV1 and OldDreamerV3 is DreamerV3
     assert CnnPolicy is DreamerV1CnnPolicy and DreamerV3Policy is Today
-

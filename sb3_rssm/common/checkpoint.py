@@ -1,8 +1,9 @@
 """
-What makes a saved world-model agent safe to load and exact to resume: a check of a saved zip before
-SB3 builds a model from it (missing, truncated, corrupt or foreign files get a clear error), and the
-random-number-generator state that a checkpoint carries so a resumed run draws the same numbers as an
-uninterrupted one.
+Saving and loading a world-model agent, safely and exactly: a check of a saved zip before SB3 builds a model
+from it (missing, truncated, corrupt or foreign files get a clear error), the random-number-generator state that a
+checkpoint carries so a resumed run draws the same numbers as an uninterrupted one, and :class:`CheckpointMixin`,
+the algorithm's ``save`` / ``load`` / ``set_parameters`` / ``load_replay_buffer`` built on them (as SB3 keeps
+``save_util.py`` apart from its algorithms).
 """
 
 from __future__ import annotations
@@ -10,16 +11,23 @@ from __future__ import annotations
 import io
 import os
 import pathlib
+import pickle
 import random
 import zipfile
-from typing import Any, Optional, Union
+from collections.abc import Iterable
+from typing import Any, ClassVar, Optional, TypeVar, Union
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.save_util import json_to_data, open_path
+from stable_baselines3.common.save_util import json_to_data, load_from_pkl, open_path
+from stable_baselines3.common.type_aliases import GymEnv
+
+from sb3_rssm.common.buffers import SequenceReplayBuffer
+from sb3_rssm.common.policies import BeliefPolicy
 
 SavePath = Union[str, pathlib.Path, io.BufferedIOBase]
+SelfCheckpointMixin = TypeVar("SelfCheckpointMixin", bound="CheckpointMixin")
 
 
 def missing_file_error(path: SavePath, suffix: str, what: str) -> FileNotFoundError:
@@ -117,3 +125,164 @@ def restore_rng_state(state: dict[str, Any], action_space: Optional[spaces.Space
         th.cuda.set_rng_state_all([th.as_tensor(s, dtype=th.uint8) for s in cuda])
     if action_space is not None and "action_space" in state:
         action_space.np_random.bit_generator.state = state["action_space"]
+
+
+class CheckpointMixin:
+    """
+    Persistence of :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm` (an ``OffPolicyAlgorithm``,
+    whose ``save`` / ``load`` it extends): files checked before SB3 reads them, the random generators and the float16
+    loss scale saved and restored, the update's optimizers put back in the form it runs them after a load, and replay
+    buffers checked against the model before they replace its own.
+    """
+
+    #: every policy of this algorithm subclasses it; ``load`` refuses files saved with another policy
+    policy_base: ClassVar[type[BeliefPolicy]] = BeliefPolicy
+    policy: BeliefPolicy
+    replay_buffer: SequenceReplayBuffer
+    grad_scaler: Optional[th.amp.GradScaler]
+    _grad_scaler_state: Optional[dict[str, Any]]
+    _rng_state: Optional[dict[str, Any]]
+
+    def set_parameters(
+        self,
+        load_path_or_dict: Union[str, dict[str, Any]],
+        exact_match: bool = True,
+        device: Union[th.device, str] = "auto",
+    ) -> None:
+        """
+        SB3's ``set_parameters``; then the loaded optimizer states are put in the form this model's update runs
+        (``load_state_dict`` brings back the saving model's ``capturable`` flags and tensor learning rates).
+
+        Parameters: as :meth:`stable_baselines3.common.base_class.BaseAlgorithm.set_parameters`.
+        """
+        super().set_parameters(load_path_or_dict, exact_match, device)
+        self._prepare_optimizers()
+
+    def load_replay_buffer(self, path: Union[str, pathlib.Path, io.BufferedIOBase], truncate_last_traj: bool = True) -> None:
+        """
+        Load a replay buffer saved by ``save_replay_buffer``, after checking that it fits this model (a
+        :class:`SequenceReplayBuffer` with the same spaces and number of env streams). The file is a pickle:
+        load only files you trust.
+
+        :param path: path of the pickled buffer
+        :param truncate_last_traj: unused (kept for SB3's signature); unfinished episodes are continued or
+            cut by the episode-start flags
+        """
+        try:
+            buffer = load_from_pkl(path, self.verbose)
+        except FileNotFoundError:
+            raise missing_file_error(path, "pkl", "replay buffer") from None
+        except (EOFError, pickle.UnpicklingError, ValueError, AttributeError, ImportError) as error:
+            raise ValueError(
+                f"Could not read a replay buffer from {path!r}: the file is truncated or not a pickle ({error})."
+            ) from error
+        if not isinstance(buffer, SequenceReplayBuffer):
+            raise ValueError(
+                f"{path!r} holds a {type(buffer).__name__}, not a SequenceReplayBuffer: "
+                "it was not saved by a world-model agent."
+            )
+        mismatches = [
+            f"{name}: buffer {theirs} vs model {ours}"
+            for name, theirs, ours in (
+                ("observation space", buffer.observation_space, self.observation_space),
+                ("action space", buffer.action_space, self.action_space),
+                ("n_envs", buffer.n_envs, self.n_envs),
+            )
+            if theirs != ours
+        ]
+        if mismatches:
+            raise ValueError(f"The replay buffer in {path!r} does not fit this model: " + "; ".join(mismatches))
+        layout = [
+            f"{name} has shape {np.shape(getattr(buffer, name, None))}, "
+            f"expected ({buffer.buffer_size}, {buffer.n_envs}{', ...' if name == 'actions' else ''})"
+            for name in ("actions", "rewards", "is_first", "terminated", "truncated")
+            if np.shape(getattr(buffer, name, None))[:2] != (buffer.buffer_size, buffer.n_envs)
+        ]
+        if layout or not hasattr(buffer, "env_pos") or np.shape(buffer.env_pos) != (buffer.n_envs,):
+            raise ValueError(
+                f"The replay buffer in {path!r} does not have the sequence layout of this version of sb3_rssm "
+                f"(one ring of steps per env): {'; '.join(layout) or 'env_pos is missing'}. It was saved by another "
+                "version or modified; collect a new buffer."
+            )
+        # steps are stored one by one, so any chunk length can be drawn: train with this model's
+        buffer.sequence_length = self.sequence_length
+        buffer.device = self.device
+        self.replay_buffer = buffer
+
+    def _excluded_save_params(self) -> list[str]:
+        # the belief state belongs to the collection env's current episodes, not to the model; the
+        # once-per-model flags start afresh in a loaded model
+        excluded = [
+            "_filter_state",
+            "grad_scaler",
+            "update",
+            "_update_runner",
+            "_imagination_runner",
+            "_loss_runner",
+            "_warned_short_buffer",
+            "_open_loop_logged",
+        ]
+        return [*super()._excluded_save_params(), *excluded]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        return ["policy", *(f"policy.{name}" for name in self.policy.optimizer_names)], []
+
+    def save(
+        self,
+        path: SavePath,
+        exclude: Optional[Iterable[str]] = None,
+        include: Optional[Iterable[str]] = None,
+    ) -> None:
+        """
+        Save the model as SB3 does, plus the state of the random generators (Python, NumPy, torch, the
+        action space): a seeded run resumed from this file draws the same numbers as one never stopped.
+
+        :param path: path of the zip, or an open binary file
+        :param exclude: attributes not to save, on top of the default ones
+        :param include: attributes to save even if excluded by default
+        """
+        self._rng_state = capture_rng_state(self.action_space)
+        self._grad_scaler_state = None if self.grad_scaler is None else self.grad_scaler.state_dict()
+        try:
+            super().save(path, exclude, include)
+        finally:
+            self._rng_state = None
+            self._grad_scaler_state = None
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfCheckpointMixin],
+        path: SavePath,
+        env: Optional[GymEnv] = None,
+        device: Union[th.device, str] = "auto",
+        custom_objects: Optional[dict[str, Any]] = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfCheckpointMixin:
+        """
+        Load a model saved by :meth:`save`. Before SB3 builds anything, the file is checked: a missing,
+        truncated or corrupt file, a zip that is not an SB3 model, or a model of another algorithm gets a
+        ``FileNotFoundError`` / ``ValueError`` that says so. An ``env`` whose spaces differ from the saved
+        ones is refused by SB3 with a ``ValueError`` naming both. When the model was seeded, the random
+        generators are put back as they were at the save (SB3 alone would reseed them from ``seed``).
+
+        Parameters: as :meth:`stable_baselines3.common.base_class.BaseAlgorithm.load`.
+        """
+        data = read_saved_data(path, custom_objects)
+        policy_class = data.get("policy_class")
+        if not (isinstance(policy_class, type) and issubclass(policy_class, cls.policy_base)):
+            name = getattr(policy_class, "__qualname__", repr(policy_class))
+            module = getattr(policy_class, "__module__", "?")
+            raise ValueError(
+                f"{path!r} holds a model whose policy is {module}.{name}, not a {cls.policy_base.__name__}: it was "
+                f"saved by another algorithm than {cls.__name__}. Load it with the class that saved it."
+            )
+        model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        if model._rng_state is not None and model.seed is not None:
+            restore_rng_state(model._rng_state, model.action_space)
+        if model.grad_scaler is not None and model._grad_scaler_state:
+            model.grad_scaler.load_state_dict(model._grad_scaler_state)
+        model._rng_state = None
+        model._grad_scaler_state = None
+        return model

@@ -1,22 +1,20 @@
 """
-The algorithm base shared by PlaNet and Dreamer: SB3's ``OffPolicyAlgorithm`` (learn, collection,
-callbacks, logging, train_freq / gradient_steps / learning_starts, replay-buffer saving, VecNormalize)
-with what a recurrent, sequence-based agent needs on top: a belief state filtered through every
-collection step, a sequence replay buffer, episode starts tracked per step, and the world-model update.
+The algorithm base of PlaNet, DreamerV1 and DreamerV3: SB3's ``OffPolicyAlgorithm`` loop (learn, collection,
+callbacks, logging, train_freq / gradient_steps / learning_starts, VecNormalize) with what a recurrent,
+sequence-based agent needs on top: a belief state filtered through every collection step, a sequence replay
+buffer, episode starts tracked per step, training phases that a resumed run completes, and ``predict`` with
+the recurrent state. The constructor's checks of envs and policies live here too; how the update is built and
+run is in :mod:`sb3_rssm.common.update_wiring`, saving and loading in :mod:`sb3_rssm.common.checkpoint`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import inspect
-import io
-import pathlib
-import pickle
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, Optional, TypeVar, Union
+from typing import Any, Optional, TypeVar, Union
 
 import numpy as np
 import torch as th
@@ -27,31 +25,21 @@ from stable_baselines3.common.logger import Image
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.save_util import load_from_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, RolloutReturn, Schedule, TrainFreq, TrainFrequencyUnit
-from stable_baselines3.common.utils import FloatSchedule, should_collect_more_steps
+from stable_baselines3.common.utils import should_collect_more_steps
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecNormalize, unwrap_vec_wrapper
 
 from sb3_rssm.common.buffers import SequenceReplayBuffer
-from sb3_rssm.common.checkpoint import SavePath, capture_rng_state, missing_file_error, read_saved_data, restore_rng_state
+from sb3_rssm.common.checkpoint import CheckpointMixin
 from sb3_rssm.common.policies import BeliefPolicy, RecurrentState, starts_tensor
 from sb3_rssm.common.resize import ResizedVecNormalize, VecResizeImage, resized_observation_space
 from sb3_rssm.common.rssm import LatentState
 from sb3_rssm.common.spaces import IMAGE_SIZE, actions_to_model, check_action_space, split_observation_space
 from sb3_rssm.common.type_aliases import SequenceSamples
-from sb3_rssm.common.update import (
-    CapturedUpdate,
-    GradientUpdate,
-    NonFiniteUpdateError,
-    make_capturable,
-    release_capturable,
-    set_learning_rate,
-)
+from sb3_rssm.common.update import GradientUpdate, NonFiniteUpdateError, set_learning_rate
+from sb3_rssm.common.update_wiring import UpdateWiringMixin
 
 __all__ = ["EnvWorkerError", "NonFiniteUpdateError", "WorldModelAlgorithm"]
-
-MIXED_PRECISION = {None: None, "bf16": th.bfloat16, "fp16": th.float16}
-COMPILE_UPDATE = (None, "cuda_graph", "reduce-overhead", "imagination", "losses")
 
 SelfWorldModelAlgorithm = TypeVar("SelfWorldModelAlgorithm", bound="WorldModelAlgorithm")
 
@@ -83,7 +71,7 @@ class EnvWorkerError(RuntimeError):
     """An env running in another process (e.g. in ``SubprocVecEnv``) stopped answering while stepping."""
 
 
-class WorldModelAlgorithm(OffPolicyAlgorithm):
+class WorldModelAlgorithm(CheckpointMixin, UpdateWiringMixin, OffPolicyAlgorithm):
     """
     Base of world-model agents. Subclasses implement :meth:`_train_step`: the losses and backward passes of one
     update on a batch of sequences (:meth:`_train_world_model` does the world-model part); the optimizers then
@@ -144,15 +132,6 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
 
     policy: BeliefPolicy
     replay_buffer: SequenceReplayBuffer
-    #: every policy of this algorithm subclasses it; ``load`` refuses files saved with another policy
-    policy_base: ClassVar[type[BeliefPolicy]] = BeliefPolicy
-    #: learning rates besides the world model's: the algorithm's attribute (a float or schedule) -> the policy's
-    #: optimizer it sets (e.g. ``{"actor_learning_rate": "actor_optimizer"}``)
-    learning_rates: ClassVar[dict[str, str]] = {}
-    #: whether the algorithm imagines without gradient in :meth:`_imagination_step` (``compile_update="imagination"``)
-    imagines_without_gradient: ClassVar[bool] = False
-    #: whether one update is one loss (:meth:`_update_loss`) with one backward pass (``compile_update="losses"``)
-    has_single_loss: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -212,31 +191,8 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         self.sequence_length = sequence_length
         self.max_grad_norm = max_grad_norm
         self.max_nonfinite_updates = max_nonfinite_updates
-        if mixed_precision not in MIXED_PRECISION:
-            raise ValueError(
-                f"mixed_precision={mixed_precision!r} is not supported: use None (float32), 'bf16' (bfloat16 autocast) "
-                "or 'fp16' (float16 autocast with loss scaling)."
-            )
+        self._check_update_options(mixed_precision, compile_update)
         self.mixed_precision = mixed_precision
-        if compile_update not in COMPILE_UPDATE:
-            raise ValueError(
-                f"compile_update={compile_update!r} is not supported: use None (eager), 'cuda_graph' (the whole update "
-                "captured as one CUDA graph), 'reduce-overhead' (torch.compile's mode of that name), 'imagination' "
-                "(torch.compile of the imagination step, DreamerV3) or 'losses' (torch.compile of the update's forward "
-                "pass, DreamerV3)."
-            )
-        if compile_update == "imagination" and not self.imagines_without_gradient:
-            raise ValueError(
-                f"compile_update='imagination' compiles an imagination step that runs without gradient, which "
-                f"{type(self).__name__} does not have (DreamerV1 trains its actor through the imagined dynamics; PlaNet "
-                "imagines only while planning): use None, 'cuda_graph' or 'reduce-overhead'."
-            )
-        if compile_update == "losses" and not self.has_single_loss:
-            raise ValueError(
-                f"compile_update='losses' compiles an update that is one loss with one backward pass, which "
-                f"{type(self).__name__} does not have (its world model, actor and value each have a backward pass of "
-                "their own): use None, 'cuda_graph' or 'reduce-overhead'."
-            )
         self.compile_update = compile_update
         # float16's loss scaler: built in _setup_model; its state travels in saves as plain numbers
         self.grad_scaler: Optional[th.amp.GradScaler] = None
@@ -363,259 +319,6 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
         for _, optimizer, schedule in self._optimizer_schedules():
             set_learning_rate(optimizer, schedule(1.0))
         self._build_update()
-
-    def _prepare_optimizers(self) -> None:
-        """Optimizers in the form the update runs them: capturable for a captured graph, plain otherwise."""
-        for group in self.policy.optimizer_groups():
-            if self.compile_update == "cuda_graph":
-                make_capturable(group.optimizer)
-            else:
-                release_capturable(group.optimizer)
-
-    def set_parameters(
-        self,
-        load_path_or_dict: Union[str, dict[str, Any]],
-        exact_match: bool = True,
-        device: Union[th.device, str] = "auto",
-    ) -> None:
-        """
-        SB3's ``set_parameters``; then the loaded optimizer states are put in the form this model's update runs
-        (``load_state_dict`` brings back the saving model's ``capturable`` flags and tensor learning rates).
-
-        Parameters: as :meth:`stable_baselines3.common.base_class.BaseAlgorithm.set_parameters`.
-        """
-        super().set_parameters(load_path_or_dict, exact_match, device)
-        self._prepare_optimizers()
-
-    def _build_update(self) -> None:
-        """
-        The update machinery over the policy's optimizer groups (:class:`~sb3_rssm.common.update.GradientUpdate`),
-        and, with ``compile_update``, what runs it: a captured CUDA graph or ``torch.compile``.
-        """
-        capture = self.compile_update == "cuda_graph"
-        if capture:
-            if self.device.type != "cuda":
-                raise ValueError(
-                    f"compile_update='cuda_graph' captures the update as a CUDA graph and needs device='cuda' (this model "
-                    f"is on {self.device}). On a CPU leave compile_update=None."
-                )
-            if self.mixed_precision == "fp16":
-                raise ValueError(
-                    "compile_update='cuda_graph' cannot capture float16 loss scaling (GradScaler decides on the host): "
-                    "use mixed_precision='bf16' or None with it."
-                )
-        self._prepare_optimizers()
-        self.update = GradientUpdate(
-            self.policy.optimizer_groups(),
-            self.max_grad_norm,
-            self.max_nonfinite_updates,
-            self.grad_scaler,
-            self._nonfinite_in_a_row,
-            static_gradients=capture,
-        )
-        if capture:
-            self._update_runner = CapturedUpdate(self._update_once)
-        elif self.compile_update == "reduce-overhead":
-            self._update_runner = th.compile(self._update_once, mode="reduce-overhead")
-        else:
-            self._update_runner = self._update_once
-        # compiled for fixed shapes (the batch's are); fallback_random draws the random numbers through eager torch,
-        # so they and the generator's state after them are eager's (a resumed run draws the same ones). Under "losses"
-        # the imagination step is traced into the losses' graph, so it stays a plain method here.
-        compile_options = dict(dynamic=False, options={"fallback_random": True})
-        if self.imagines_without_gradient:
-            self._imagination_runner = (
-                th.compile(self._imagination_step, **compile_options)
-                if self.compile_update == "imagination"
-                else self._imagination_step
-            )
-        if self.has_single_loss:
-            self._loss_runner = (
-                th.compile(self._update_loss, **compile_options) if self.compile_update == "losses" else self._update_loss
-            )
-
-    def _imagination_step(self, state: LatentState) -> tuple[LatentState, th.Tensor]:
-        """
-        One imagined step of an algorithm that imagines without gradient (``imagines_without_gradient``).
-
-        :param state: (N, ...) latent states
-        :return: the next states (the prior after the action) and the actions taken in ``state``
-        """
-        raise NotImplementedError(f"{type(self).__name__} does not imagine without gradient")
-
-    def load_replay_buffer(self, path: Union[str, pathlib.Path, io.BufferedIOBase], truncate_last_traj: bool = True) -> None:
-        """
-        Load a replay buffer saved by ``save_replay_buffer``, after checking that it fits this model (a
-        :class:`SequenceReplayBuffer` with the same spaces and number of env streams). The file is a pickle:
-        load only files you trust.
-
-        :param path: path of the pickled buffer
-        :param truncate_last_traj: unused (kept for SB3's signature); unfinished episodes are continued or
-            cut by the episode-start flags
-        """
-        try:
-            buffer = load_from_pkl(path, self.verbose)
-        except FileNotFoundError:
-            raise missing_file_error(path, "pkl", "replay buffer") from None
-        except (EOFError, pickle.UnpicklingError, ValueError, AttributeError, ImportError) as error:
-            raise ValueError(
-                f"Could not read a replay buffer from {path!r}: the file is truncated or not a pickle ({error})."
-            ) from error
-        if not isinstance(buffer, SequenceReplayBuffer):
-            raise ValueError(
-                f"{path!r} holds a {type(buffer).__name__}, not a SequenceReplayBuffer: "
-                "it was not saved by a world-model agent."
-            )
-        mismatches = [
-            f"{name}: buffer {theirs} vs model {ours}"
-            for name, theirs, ours in (
-                ("observation space", buffer.observation_space, self.observation_space),
-                ("action space", buffer.action_space, self.action_space),
-                ("n_envs", buffer.n_envs, self.n_envs),
-            )
-            if theirs != ours
-        ]
-        if mismatches:
-            raise ValueError(f"The replay buffer in {path!r} does not fit this model: " + "; ".join(mismatches))
-        layout = [
-            f"{name} has shape {np.shape(getattr(buffer, name, None))}, "
-            f"expected ({buffer.buffer_size}, {buffer.n_envs}{', ...' if name == 'actions' else ''})"
-            for name in ("actions", "rewards", "is_first", "terminated", "truncated")
-            if np.shape(getattr(buffer, name, None))[:2] != (buffer.buffer_size, buffer.n_envs)
-        ]
-        if layout or not hasattr(buffer, "env_pos") or np.shape(buffer.env_pos) != (buffer.n_envs,):
-            raise ValueError(
-                f"The replay buffer in {path!r} does not have the sequence layout of this version of sb3_rssm "
-                f"(one ring of steps per env): {'; '.join(layout) or 'env_pos is missing'}. It was saved by another "
-                "version or modified; collect a new buffer."
-            )
-        # steps are stored one by one, so any chunk length can be drawn: train with this model's
-        buffer.sequence_length = self.sequence_length
-        buffer.device = self.device
-        self.replay_buffer = buffer
-
-    def _excluded_save_params(self) -> list[str]:
-        # the belief state belongs to the collection env's current episodes, not to the model; the
-        # once-per-model flags start afresh in a loaded model
-        excluded = [
-            "_filter_state",
-            "grad_scaler",
-            "update",
-            "_update_runner",
-            "_imagination_runner",
-            "_loss_runner",
-            "_warned_short_buffer",
-            "_open_loop_logged",
-        ]
-        return [*super()._excluded_save_params(), *excluded]
-
-    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        return ["policy", *(f"policy.{name}" for name in self.policy.optimizer_names)], []
-
-    def save(
-        self,
-        path: SavePath,
-        exclude: Optional[Iterable[str]] = None,
-        include: Optional[Iterable[str]] = None,
-    ) -> None:
-        """
-        Save the model as SB3 does, plus the state of the random generators (Python, NumPy, torch, the
-        action space): a seeded run resumed from this file draws the same numbers as one never stopped.
-
-        :param path: path of the zip, or an open binary file
-        :param exclude: attributes not to save, on top of the default ones
-        :param include: attributes to save even if excluded by default
-        """
-        self._rng_state = capture_rng_state(self.action_space)
-        self._grad_scaler_state = None if self.grad_scaler is None else self.grad_scaler.state_dict()
-        try:
-            super().save(path, exclude, include)
-        finally:
-            self._rng_state = None
-            self._grad_scaler_state = None
-
-    @classmethod
-    def load(  # type: ignore[override]
-        cls: type[SelfWorldModelAlgorithm],
-        path: SavePath,
-        env: Optional[GymEnv] = None,
-        device: Union[th.device, str] = "auto",
-        custom_objects: Optional[dict[str, Any]] = None,
-        print_system_info: bool = False,
-        force_reset: bool = True,
-        **kwargs: Any,
-    ) -> SelfWorldModelAlgorithm:
-        """
-        Load a model saved by :meth:`save`. Before SB3 builds anything, the file is checked: a missing,
-        truncated or corrupt file, a zip that is not an SB3 model, or a model of another algorithm gets a
-        ``FileNotFoundError`` / ``ValueError`` that says so. An ``env`` whose spaces differ from the saved
-        ones is refused by SB3 with a ``ValueError`` naming both. When the model was seeded, the random
-        generators are put back as they were at the save (SB3 alone would reseed them from ``seed``).
-
-        Parameters: as :meth:`stable_baselines3.common.base_class.BaseAlgorithm.load`.
-        """
-        data = read_saved_data(path, custom_objects)
-        policy_class = data.get("policy_class")
-        if not (isinstance(policy_class, type) and issubclass(policy_class, cls.policy_base)):
-            name = getattr(policy_class, "__qualname__", repr(policy_class))
-            module = getattr(policy_class, "__module__", "?")
-            raise ValueError(
-                f"{path!r} holds a model whose policy is {module}.{name}, not a {cls.policy_base.__name__}: it was "
-                f"saved by another algorithm than {cls.__name__}. Load it with the class that saved it."
-            )
-        model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
-        if model._rng_state is not None and model.seed is not None:
-            restore_rng_state(model._rng_state, model.action_space)
-        if model.grad_scaler is not None and model._grad_scaler_state:
-            model.grad_scaler.load_state_dict(model._grad_scaler_state)
-        model._rng_state = None
-        model._grad_scaler_state = None
-        return model
-
-    @property
-    def train_ratio(self) -> Optional[float]:
-        """
-        Replayed steps per agent step (DreamerV3's ``train_ratio``): each update replays ``batch_size *
-        sequence_length`` steps, and ``gradient_steps`` updates follow every ``train_freq`` steps of each of the
-        ``n_envs`` envs, so ``gradient_steps * batch_size * sequence_length / (train_freq * n_envs)``. None when
-        ``train_freq`` counts episodes.
-        """
-        train_freq = self.train_freq
-        if isinstance(train_freq, TrainFreq):
-            frequency, unit = train_freq.frequency, train_freq.unit.value
-        elif isinstance(train_freq, tuple):
-            frequency, unit = train_freq
-        else:
-            frequency, unit = train_freq, "step"
-        if unit != "step":
-            return None
-        steps = frequency * self.n_envs
-        updates = self.gradient_steps if self.gradient_steps >= 0 else steps
-        return updates * self.batch_size * self.sequence_length / steps
-
-    def _optimizer_schedules(self) -> list[tuple[str, th.optim.Optimizer, Schedule]]:
-        """(log name, optimizer, learning-rate schedule) of every optimizer: the world model's, then :attr:`learning_rates`."""
-        return [("learning_rate", self.policy.world_model_optimizer, self.lr_schedule)] + [
-            (name, getattr(self.policy, optimizer), FloatSchedule(getattr(self, name)))
-            for name, optimizer in self.learning_rates.items()
-        ]
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        """Context of the training forward passes: autocast to ``mixed_precision``'s type, if any."""
-        if self.mixed_precision is None:
-            return contextlib.nullcontext()
-        # autocast's cache of cast weights must not outlive a captured graph's replay
-        return th.autocast(
-            device_type=self.device.type,
-            dtype=MIXED_PRECISION[self.mixed_precision],
-            cache_enabled=self.compile_update is None,
-        )
-
-    def _update_learning_rates(self) -> None:
-        for name, optimizer, schedule in self._optimizer_schedules():
-            learning_rate = schedule(self._current_progress_remaining)
-            self.logger.record(f"train/{name}", learning_rate)
-            set_learning_rate(optimizer, learning_rate)
 
     # ---- collection -------------------------------------------------------------------------
 
@@ -815,20 +518,6 @@ class WorldModelAlgorithm(OffPolicyAlgorithm):
     def _train_step(self, batch: SequenceSamples) -> dict[str, th.Tensor]:
         """The losses and backward passes of one update (the optimizers step after it); returns detached scalar metrics."""
         raise NotImplementedError
-
-    def _update_loss(self, batch: SequenceSamples) -> tuple[th.Tensor, dict[str, th.Tensor]]:
-        """
-        The loss of one update and its detached scalar metrics, for algorithms with ``has_single_loss`` (their
-        :meth:`_train_step` runs it through ``_loss_runner``, compiled under ``compile_update="losses"``).
-        """
-        raise NotImplementedError(f"{type(self).__name__} has no single loss per update")
-
-    def _update_once(self, batch: SequenceSamples) -> None:
-        """
-        One whole update: losses, backward passes, clipping and the gated optimizer steps, with its metrics kept on
-        the device. Nothing in it waits for the device (see :mod:`sb3_rssm.common.update`), so it can be captured.
-        """
-        self.update.finish(self._train_step(batch))
 
     def train(self, gradient_steps: int, batch_size: int) -> None:
         """
