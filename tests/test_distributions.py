@@ -106,3 +106,27 @@ def test_bounded_normal():
     std = distribution.base_dist.scale
     th.testing.assert_close(std, th.tensor([[0.9 / (1 + math.exp(-2.0)) + 0.1, 0.1]]))
     assert distribution.log_prob(th.tensor([[0.5, 1.5]])).shape == (1,)  # summed over the action's dimensions
+
+
+def test_one_hot_categorical_agrees_with_torch_and_samples_without_multinomial():
+    from torch.distributions import OneHotCategorical as TorchOneHotCategorical
+
+    from sb3_rssm.common.distributions import OneHotCategorical, one_hot_of
+
+    logits = th.randn(4, 5, requires_grad=True)
+    ours, theirs = OneHotCategorical(logits), TorchOneHotCategorical(logits=logits)
+    value = one_hot_of(th.tensor([0, 4, 2, 2]), 5)
+    th.testing.assert_close(ours.log_prob(value), theirs.log_prob(value))
+    th.testing.assert_close(ours.entropy(), theirs.entropy())
+    th.testing.assert_close(ours.probs, theirs.probs)
+    assert th.equal(ours.mode(), one_hot_of(logits.argmax(-1), 5))
+    assert th.equal(one_hot_of(th.tensor([[1, 0]]), 3), th.tensor([[[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]]))
+    # frequencies of 20,000 samples of one categorical; straight-through gradient of rsample
+    th.manual_seed(0)
+    probs = th.tensor([0.1, 0.6, 0.3])
+    samples = OneHotCategorical(probs.log().expand(20_000, 3)).sample()
+    th.testing.assert_close(samples.mean(0), probs, atol=0.015, rtol=0)
+    sample = ours.rsample()
+    assert th.equal(sample.detach().sum(-1), th.ones(4))
+    (sample * th.arange(5.0)).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0

@@ -5,7 +5,6 @@ them), and no host synchronisation or data-dependent Python inside an update.
 """
 
 import copy
-import sys
 
 import numpy as np
 import pytest
@@ -157,48 +156,11 @@ def test_non_finite_updates_raise_at_the_end_of_the_phase_with_the_counters_of_t
     assert model._n_updates == n_updates + 3 and model._nonfinite_in_a_row == 3
 
 
-def test_no_host_synchronisation_inside_an_update():
-    # Fails on any .item(), float(tensor), bool(tensor) or nonzero() in the update: CUDA would have to wait there.
-    model = trained_dreamer()
-    batch = model.replay_buffer.sample(2)
-    model.policy.set_training_mode(True)
-    model._update_once(batch)  # lazily created state (optimizer moments) first, as before a capture
-    with _forbid_host_sync():
-        model._update_once(batch)
-
-
-class _forbid_host_sync:
-    """
-    Make every tensor-to-Python conversion raise (the host synchronisations of a CUDA program), except inside
-    torch.optim: Adam reads its step count on the host only when not ``capturable``, which a captured update is.
-    """
-
-    names = ("item", "__bool__", "__float__", "__int__", "tolist", "nonzero", "cpu", "numpy")
-
-    def __enter__(self):
-        self.saved = {name: getattr(th.Tensor, name) for name in self.names}
-
-        def forbidden(name):
-            original = self.saved[name]
-
-            def raise_(*args, **kwargs):
-                if sys._getframe(1).f_globals.get("__name__", "").startswith("torch.optim"):
-                    return original(*args, **kwargs)
-                raise AssertionError(f"host synchronisation inside the update: Tensor.{name}")
-
-            return raise_
-
-        for name in self.names:
-            setattr(th.Tensor, name, forbidden(name))
-
-    def __exit__(self, *exc):
-        for name, method in self.saved.items():
-            setattr(th.Tensor, name, method)
-
-
 def test_cuda_graph_capture_needs_a_gpu_and_names_the_options():
     with pytest.raises(ValueError, match="needs device='cuda'"):
         tiny_model(DreamerV1, "MlpPolicy", PointMassEnv(), compile_update="cuda_graph", device="cpu")
+    with pytest.raises(ValueError, match=r"reduce-overhead.*needs device='cuda'"):
+        tiny_model(DreamerV1, "MlpPolicy", PointMassEnv(), compile_update="reduce-overhead", device="cpu")
     with pytest.raises(ValueError, match="'cuda_graph'"):
         tiny_model(DreamerV1, "MlpPolicy", PointMassEnv(), compile_update="graph")
 
@@ -232,7 +194,12 @@ def trace_backward():
 def test_the_gated_optimizer_steps_compile_as_one_graph(trace_backward):
     # (torch.compile cannot yet put an optimizer step after a traced backward pass in the same graph: two graphs; and
     # in torch 2.13 compiling this after a traced backward pass in the same process fails inside dynamo, so it runs first)
+    from sb3_rssm.common.update import use_fused
+
     models = [trained_dreamer(), trained_dreamer()]  # the same seed: the same parameters, optimizer state and data
+    for model in models:  # as compile_update="reduce-overhead" prepares them: torch.compile cannot trace a fused step
+        for group in model.policy.optimizer_groups():
+            use_fused(group.optimizer, enable=False)
     batch = models[0].replay_buffer.sample(2)
     for model, compiled in zip(models, (False, True)):
         model.policy.set_training_mode(True)
@@ -273,3 +240,113 @@ def test_a_model_saved_with_capturable_optimizers_loads_to_train_eagerly(tmp_pat
         assert all(not g["capturable"] and isinstance(g["lr"], float) for g in group.optimizer.param_groups)
     loaded.learn(20, reset_num_timesteps=False)
     assert loaded._n_updates > model._n_updates
+
+
+def gated_pair(optimizer_class, **kwargs):
+    """Two identical layers with the same optimizer: one stepped through GradientUpdate's gate, one directly."""
+    layers = [th.nn.Linear(3, 2), None]
+    layers[1] = copy.deepcopy(layers[0])
+    optimizers = [optimizer_class(layer.parameters(), **kwargs) for layer in layers]
+    return layers, optimizers
+
+
+@pytest.mark.parametrize("optimizer", ["adam_fused", "laprop"])
+def test_the_found_inf_gate_skips_exactly_and_steps_exactly(optimizer):
+    """An optimizer that takes AMP's found_inf: a gated-off step changes nothing, a gated-on one equals a plain step."""
+    from sb3_rssm.common.update import takes_found_inf, use_fused
+    from sb3_rssm.dreamer_v3.optimizers import LaProp
+
+    optimizer_class, kwargs = (th.optim.Adam, dict(lr=0.1)) if optimizer == "adam_fused" else (LaProp, dict(lr=0.1, warmup=3))
+    layers, optimizers = gated_pair(optimizer_class, **kwargs)
+    for opt in optimizers:
+        use_fused(opt)
+        assert takes_found_inf(opt)
+    update = GradientUpdate([OptimizerGroup("g", "group", optimizers[0], list(layers[0].parameters()))], 100.0, 10)
+    x = th.randn(5, 3)
+
+    def state(layer, opt):
+        tensors = [p.detach().clone() for p in layer.parameters()]
+        return tensors + [t.clone() for p in layer.parameters() for t in opt.state.get(p, {}).values() if th.is_tensor(t)]
+
+    for finite in (False, True, True, False, True):
+        before = state(layers[0], optimizers[0])
+        loss = layers[0](x).pow(2).sum() * (1.0 if finite else float("nan"))
+        update.backward(loss, "g")
+        update.step()
+        if not finite:  # skipped: parameters, moments and step counts as they were (new state: as new, all zeros)
+            after = state(layers[0], optimizers[0])
+            assert all(th.equal(a, b) for a, b in zip(before, after))
+            assert all(not t.any() for t in after[len(before) :])
+            continue
+        optimizers[1].zero_grad()
+        layers[1](x).pow(2).sum().backward()
+        th.nn.utils.clip_grad_norm_(layers[1].parameters(), 100.0, foreach=True)
+        optimizers[1].step()
+        for a, b in zip(state(layers[0], optimizers[0]), state(layers[1], optimizers[1])):
+            assert th.equal(a, b)
+    assert update.read(0, 0).skipped == 2
+
+
+class FakeGraph:
+    """A stand-in for torch.cuda.CUDAGraph: "capturing" runs the function once and records it; replay runs it again."""
+
+    captured = None
+
+    def __init__(self):
+        self.function = None
+
+    def replay(self):
+        self.function()
+
+
+def test_a_setting_changed_after_the_capture_is_captured_again(monkeypatch):
+    import contextlib
+
+    from sb3_rssm.common.type_aliases import SequenceSamples
+    from sb3_rssm.common.update import CapturedUpdate
+
+    calls, settings = [], {"gamma": 0.99}
+    monkeypatch.setattr(th.cuda, "Stream", lambda: type("S", (), {"wait_stream": lambda self, other: None})())
+    monkeypatch.setattr(th.cuda, "current_stream", lambda: type("S", (), {"wait_stream": lambda self, other: None})())
+    monkeypatch.setattr(th.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(th.cuda, "CUDAGraph", FakeGraph)
+
+    @contextlib.contextmanager
+    def graph(fake):
+        fake.function = lambda: calls.append(("replay", settings["gamma"]))
+        yield
+
+    monkeypatch.setattr(th.cuda, "graph", graph)
+    runner = CapturedUpdate(
+        lambda batch: calls.append(("eager", settings["gamma"])), warmup=2, settings=lambda: dict(settings)
+    )
+    batch = SequenceSamples(*(th.zeros(2, 3) for _ in range(6)))
+    for _ in range(4):
+        runner(batch)
+    assert runner.captures == 1 and not runner.check_settings()
+    settings["gamma"] = 0.9  # what the captured graph holds as a constant
+    assert runner.check_settings() and runner.graph is None
+    runner(batch)
+    assert runner.captures == 2 and calls[-1] == ("replay", 0.9)
+
+
+def test_the_captured_settings_name_what_the_update_reads():
+    model = tiny_model(DreamerV1, "MlpPolicy", PointMassEnv(), seed=0)
+    settings = model._captured_settings()
+    for change in (
+        lambda m: setattr(m, "gamma", 0.9),
+        lambda m: setattr(m, "max_nonfinite_updates", 2),
+        lambda m: setattr(m.policy.world_model, "free_bits", 1.0),
+        lambda m: m.policy.world_model_optimizer.param_groups[0].update(eps=1e-3),
+    ):
+        changed = copy.deepcopy(model)
+        change(changed)
+        assert changed._captured_settings() != settings
+
+
+def test_set_parameters_rebuilds_the_update_over_the_loaded_optimizer_state():
+    model = tiny_model(DreamerV1, "MlpPolicy", PointMassEnv(), seed=0)
+    model.learn(30)
+    update = model.update
+    model.set_parameters(model.get_parameters())
+    assert model.update is not update and model.update.groups["model"].optimizer is model.policy.world_model_optimizer

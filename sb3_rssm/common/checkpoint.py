@@ -156,7 +156,8 @@ class CheckpointMixin:
         Parameters: as :meth:`stable_baselines3.common.base_class.BaseAlgorithm.set_parameters`.
         """
         super().set_parameters(load_path_or_dict, exact_match, device)
-        self._prepare_optimizers()
+        # the loaded optimizer states are new tensors: a captured graph would go on stepping the old ones
+        self._build_update()
 
     def load_replay_buffer(self, path: Union[str, pathlib.Path, io.BufferedIOBase], truncate_last_traj: bool = True) -> None:
         """

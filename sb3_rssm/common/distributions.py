@@ -1,8 +1,11 @@
 """
-The output distributions of DreamerV3 (Hafner et al., 2023, "Mastering Diverse Domains through World Models";
+Output distributions: those of DreamerV3 (Hafner et al., 2023, "Mastering Diverse Domains through World Models";
 danijar/dreamerv3 ``embodied/jax/outs.py`` and ``heads.py``): symlog / symexp squashing, two-hot regression
 over symexp-spaced bins (rewards and values), categoricals mixed with a uniform share (``unimix``: latents and
-discrete actions) and the bounded Normal of continuous actions.
+discrete actions) and the bounded Normal of continuous actions; and the one-hot categorical of every agent's
+discrete actions (:class:`OneHotCategorical`), sampled, scored and measured without a host synchronisation
+(``torch.distributions``' own validates on the host even with ``validate_args=False``, and samples through
+``multinomial``), so that an update on a GPU never waits for it.
 """
 
 from __future__ import annotations
@@ -113,14 +116,60 @@ def sample_one_hot(log_probs: th.Tensor, straight_through: bool = True) -> th.Te
     # cumulative probabilities at or below it. The clamp covers a last cumulative sum that rounds below the uniform.
     uniform = th.rand((*probs.shape[:-1], 1), dtype=probs.dtype, device=probs.device)
     index = (probs.detach().cumsum(-1) <= uniform).sum(-1).clamp(max=classes - 1)
-    one_hot = F.one_hot(index, classes).to(probs.dtype)
+    one_hot = one_hot_of(index, classes, probs.dtype)
     # (probs - sg(probs)) is exactly 0: the sample stays exactly one-hot
     return one_hot + (probs - probs.detach()) if straight_through else one_hot
 
 
 def mode_one_hot(log_probs: th.Tensor) -> th.Tensor:
     """The most likely class over the last dimension, one-hot."""
-    return F.one_hot(log_probs.argmax(-1), log_probs.shape[-1]).to(log_probs.dtype)
+    return one_hot_of(log_probs.argmax(-1), log_probs.shape[-1], log_probs.dtype)
+
+
+def one_hot_of(index: th.Tensor, classes: int, dtype: th.dtype = th.float32) -> th.Tensor:
+    """
+    ``F.one_hot(index, classes).to(dtype)`` by a comparison with ``arange(classes)``: ``F.one_hot`` reads the
+    indices' range back to the host on a CPU.
+    """
+    return (index.unsqueeze(-1) == th.arange(classes, device=index.device)).to(dtype)
+
+
+class OneHotCategorical:
+    """
+    A categorical over the last dimension of ``log_probs`` with one-hot values: the part of
+    ``torch.distributions.OneHotCategorical`` the agents use (``sample`` by inverse CDF, ``rsample`` with
+    straight-through gradients, ``mode``, ``log_prob``, ``entropy``, ``probs``), with no host synchronisation.
+
+    :param logits: (..., classes) unnormalised log-probabilities
+    """
+
+    def __init__(self, logits: th.Tensor) -> None:
+        self.log_probs = F.log_softmax(logits, dim=-1)
+
+    @property
+    def probs(self) -> th.Tensor:
+        """(..., classes) probabilities."""
+        return self.log_probs.exp()
+
+    def sample(self) -> th.Tensor:
+        """A one-hot sample (no gradient)."""
+        return sample_one_hot(self.log_probs.detach(), straight_through=False)
+
+    def rsample(self) -> th.Tensor:
+        """A one-hot sample whose gradient is that of the probabilities (straight-through)."""
+        return sample_one_hot(self.log_probs)
+
+    def mode(self) -> th.Tensor:
+        """The most likely class, one-hot."""
+        return mode_one_hot(self.log_probs)
+
+    def log_prob(self, value: th.Tensor) -> th.Tensor:
+        """(...) log-probabilities of one-hot ``value``."""
+        return (value * self.log_probs).sum(-1)
+
+    def entropy(self) -> th.Tensor:
+        """(...) entropies."""
+        return -(self.log_probs.exp() * self.log_probs).sum(-1)
 
 
 def bounded_normal(raw_mean: th.Tensor, raw_std: th.Tensor, min_std: float = 0.1, max_std: float = 1.0) -> Independent:

@@ -12,12 +12,12 @@ from typing import Any, Optional, Union
 
 import numpy as np
 import torch as th
-import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from sb3_rssm.common.distributions import one_hot_of
 from sb3_rssm.common.resize import ImageResizer
 from sb3_rssm.common.rssm import LatentState
 from sb3_rssm.common.spaces import check_action_space, one_hot_to_index, split_observation_space
@@ -222,7 +222,7 @@ class BeliefPolicy(BasePolicy):
             return action
         if isinstance(self.action_space, spaces.Discrete):
             n = action.shape[-1]
-            random = F.one_hot(th.randint(0, n, action.shape[:1], device=action.device), n).to(action.dtype)
+            random = one_hot_of(th.randint(0, n, action.shape[:1], device=action.device), n, action.dtype)
             replace = th.rand(action.shape[:1], device=action.device) < self.exploration_noise
             return th.where(replace[:, None], random, action)
         return th.clamp(action + self.exploration_noise * th.randn_like(action), -1.0, 1.0)

@@ -31,7 +31,11 @@ def lambda_return(
     :return: (..., H) returns
     """
     next_values = th.cat([values[..., 1:], bootstrap.unsqueeze(-1)], dim=-1)
-    lambdas = th.as_tensor(lambda_, dtype=rewards.dtype, device=rewards.device).expand_as(rewards)
+    # a number is filled in on the device: th.as_tensor of it would copy it from the host
+    if isinstance(lambda_, th.Tensor):
+        lambdas = lambda_.to(rewards.dtype).expand_as(rewards)
+    else:
+        lambdas = th.full_like(rewards, lambda_)
     inputs = rewards + discounts * next_values * (1.0 - lambdas)
     returns = []
     last = bootstrap
@@ -65,12 +69,15 @@ class ReturnNormalizer(nn.Module):
         self.rate, self.limit, self.low, self.high = rate, limit, low, high
         self.register_buffer("low_average", th.zeros(()))
         self.register_buffer("high_average", th.zeros(()))
+        # the percentiles as a tensor that follows the module's device (not saved): built from Python numbers at
+        # each update, it would be a host-to-device copy
+        self.register_buffer("levels", th.tensor([low / 100.0, high / 100.0]), persistent=False)
 
     @th.no_grad()
     def update(self, returns: th.Tensor) -> None:
         """Move the averages towards the percentiles of ``returns`` (any shape); non-finite returns change nothing."""
         values = returns.detach().float().flatten()
-        quantiles = th.quantile(values, values.new_tensor([self.low / 100.0, self.high / 100.0]))
+        quantiles = th.quantile(values, self.levels)
         # a non-finite batch is skipped without reading the flag back to the host
         finite = th.isfinite(values).all()
         self.low_average.copy_(th.where(finite, th.lerp(self.low_average, quantiles[0], self.rate), self.low_average))

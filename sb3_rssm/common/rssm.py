@@ -59,6 +59,10 @@ class LatentState:
         """``KL(self || other)`` of each state, summed over the latent dimensions."""
         return kl_divergence(self.distribution(), other.distribution())
 
+    def entropy(self) -> th.Tensor:
+        """The entropy of :meth:`distribution` in each state, summed over the latent dimensions."""
+        return self.distribution().entropy()
+
     def detach(self: SelfLatentState) -> SelfLatentState:
         return type(self)(*(x.detach() for x in self))  # type: ignore[call-arg, attr-defined]
 

@@ -6,8 +6,10 @@ metrics, all without a host synchronisation, so that the whole update can be cap
 An algorithm computes its losses and hands each to :meth:`GradientUpdate.backward` with the groups it trains;
 :meth:`GradientUpdate.step` then steps every group's optimizer, after every loss of the update is computed (as
 the reference implementations apply their optimizers). A group whose loss or gradient norm is non-finite is
-not stepped: its step is computed and then undone on the device (``torch.where`` back to the values before it),
-which leaves the parameters and the optimizer state exactly as if the step had been skipped. Counters of such
+not stepped, decided on the device: an optimizer that takes AMP's ``found_inf`` flag (Adam and AdamW in their
+fused form, which :func:`use_fused` selects, and LaProp) skips the step itself, as ``GradScaler`` has it do; any
+other optimizer's step is computed and then undone (``torch.where`` back to copies of the values before it).
+Either way the parameters and the optimizer state are exactly as if the step had been skipped. Counters of such
 updates live on the device too, and :meth:`GradientUpdate.read` reads them, with the metrics, once per training
 phase; that is where :class:`NonFiniteUpdateError` is raised after ``max_nonfinite_updates`` in a row (the
 updates after the one that reached the limit are not applied, so the parameters are those of that moment).
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import torch as th
 
@@ -216,16 +218,19 @@ class GradientUpdate:
 
     @th.no_grad()
     def _gated_step(self, group: OptimizerGroup, apply: th.Tensor) -> None:
-        """The optimizer's step, undone on the device where ``apply`` is false."""
+        """The optimizer's step where ``apply`` is true; where it is false, the parameters and state stay as they were."""
         optimizer = group.optimizer
+        if takes_found_inf(optimizer):
+            # AMP's protocol (GradScaler's): the step reads the flag on the device and leaves everything as it was
+            optimizer.found_inf = (~apply).float()  # type: ignore[attr-defined]
+            try:
+                self._step(optimizer)
+            finally:
+                del optimizer.found_inf  # type: ignore[attr-defined]
+            return
         before = {id(p): [p, *self._state_tensors(optimizer, p)] for p in group.parameters}
         snapshots = {key: [t.clone() for t in tensors] for key, tensors in before.items()}
-        if th.compiler.is_compiling():
-            # Optimizer.step's decorators break the graph on purpose, to run the step outside autograd; gradients are
-            # off here already, so under torch.compile the undecorated step joins the update's one graph
-            inspect.unwrap(type(optimizer).step)(optimizer)
-        else:
-            optimizer.step()
+        self._step(optimizer)
         for p in group.parameters:
             kept = snapshots[id(p)]
             current = [p, *self._state_tensors(optimizer, p)]
@@ -234,6 +239,15 @@ class GradientUpdate:
             # state created by this very step (an optimizer's first): undone to its initial zeros
             for tensor in current[len(kept) :]:
                 tensor.copy_(th.where(apply, tensor, th.zeros_like(tensor)))
+
+    @staticmethod
+    def _step(optimizer: th.optim.Optimizer) -> None:
+        if th.compiler.is_compiling():
+            # Optimizer.step's decorators break the graph on purpose, to run the step outside autograd; gradients are
+            # off here already, so under torch.compile the undecorated step joins the update's one graph
+            inspect.unwrap(type(optimizer).step)(optimizer)
+        else:
+            optimizer.step()
 
     @staticmethod
     def _state_tensors(optimizer: th.optim.Optimizer, parameter: th.nn.Parameter) -> list[th.Tensor]:
@@ -284,6 +298,50 @@ def set_learning_rate(optimizer: th.optim.Optimizer, learning_rate: float) -> No
             group["lr"] = learning_rate
 
 
+def takes_found_inf(optimizer: th.optim.Optimizer) -> bool:
+    """
+    Whether ``optimizer.step()`` honours AMP's ``found_inf`` attribute (a device flag: 1 skips the step, leaving the
+    parameters, the state and the step count as they were): torch's fused optimizers, and LaProp.
+    """
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+
+
+def use_fused(optimizer: th.optim.Optimizer, enable: bool = True) -> None:
+    """
+    Switch a torch optimizer that has a fused implementation for its parameters' device (Adam, AdamW, ...) to it: one
+    kernel per step whose step counts live on the device and which skips a step on ``found_inf``
+    (:func:`takes_found_inf`), so that a non-finite update is skipped without copying the state and nothing is read
+    back to the host. Others (LaProp included, which takes ``found_inf`` itself) are left as they are.
+
+    :param optimizer: the optimizer
+    :param enable: False switches a fused optimizer back to ``foreach`` (``torch.compile`` cannot trace a fused
+        step, which a compiled update that contains the optimizer steps needs)
+    """
+    if "fused" not in optimizer.defaults or any(group.get("differentiable") for group in optimizer.param_groups):
+        return
+    if not enable:
+        for group in optimizer.param_groups:
+            if group.get("fused"):
+                group["fused"], group["foreach"] = False, True
+        optimizer._step_supports_amp_scaling = False  # type: ignore[attr-defined]
+        return
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    supported = _get_fused_kernels_supported_devices()
+    if not parameters or any(p.device.type not in supported or not p.is_floating_point() for p in parameters):
+        return
+    for group in optimizer.param_groups:
+        group["fused"] = True
+        group["foreach"] = False
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter, {})
+            if isinstance(state.get("step"), th.Tensor):
+                state["step"] = state["step"].to(device=parameter.device, dtype=th.float32)
+    # what the constructor sets for fused=True: step() then takes grad_scale / found_inf
+    optimizer._step_supports_amp_scaling = True  # type: ignore[attr-defined]
+
+
 def make_capturable(optimizer: th.optim.Optimizer) -> None:
     """
     Prepare an optimizer (Adam, AdamW, ...) for a captured CUDA graph: ``capturable=True`` (its step counts stay on
@@ -312,6 +370,8 @@ def release_capturable(optimizer: th.optim.Optimizer) -> None:
             group["capturable"] = False
         if isinstance(group["lr"], th.Tensor):
             group["lr"] = float(group["lr"])
+        if group.get("fused") or getattr(optimizer, "state_on_device", False):
+            continue  # fused optimizers (and LaProp) keep their step counts on the device
         for parameter in group["params"]:
             state = optimizer.state.get(parameter, {})
             if isinstance(state.get("step"), th.Tensor) and state["step"].device.type != "cpu":
@@ -324,16 +384,31 @@ class CapturedUpdate:
     recorded from the function is replayed. The first ``warmup`` calls run eagerly on a side stream (as capture needs:
     lazily created state such as optimizer moments and gradient buffers must exist first); the next call captures.
 
+    A graph holds every number the update read on the host as a constant. ``settings`` returns those numbers, and
+    :meth:`check_settings` (called before each training phase) drops the graph when they differ from the ones at the
+    capture (a user lowered ``gamma`` between phases): the next call captures again, so the change takes effect as it
+    would eagerly. A new object is built (and captures afresh) when the tensors the graph reads are replaced, e.g. by
+    loading optimizer state.
+
     :param update: the whole update on one batch, free of host synchronisation (see :class:`GradientUpdate`)
     :param warmup: eager calls before the capture
+    :param settings: the host values the update reads; None: nothing to compare
     """
 
-    def __init__(self, update: Callable[[SequenceSamples], None], warmup: int = 3) -> None:
+    def __init__(
+        self,
+        update: Callable[[SequenceSamples], None],
+        warmup: int = 3,
+        settings: Optional[Callable[[], Any]] = None,
+    ) -> None:
         self.update = update
         self.warmup = warmup
+        self.settings = settings
         self.calls = 0
+        self.captures = 0
         self.static: Optional[SequenceSamples] = None
         self.graph: Optional[th.cuda.CUDAGraph] = None
+        self._captured_settings: Any = None
 
     def __call__(self, batch: SequenceSamples) -> None:
         if self.static is None:
@@ -357,6 +432,19 @@ class CapturedUpdate:
         # capture records the kernels without running them: this call's update is the first replay
         graph.replay()
         self.graph = graph
+        self.captures += 1
+        self._captured_settings = None if self.settings is None else self.settings()
+
+    def check_settings(self) -> bool:
+        """
+        Drop the graph if a setting it holds changed since the capture (the next call captures again).
+
+        :return: whether it was dropped
+        """
+        if self.graph is None or self.settings is None or self.settings() == self._captured_settings:
+            return False
+        self.graph = None
+        return True
 
 
 def _map_tensors(function: Callable[[th.Tensor], th.Tensor], batch: SequenceSamples) -> SequenceSamples:

@@ -244,8 +244,8 @@ class WorldModel(WorldModelBase):
                 reward_log_lik=reward_log_lik.detach(),
                 kl=kl_raw,
                 kl_loss=kl.detach(),
-                posterior_entropy=posterior.distribution().entropy().mean(),
-                prior_entropy=prior.distribution().entropy().mean(),
+                posterior_entropy=posterior.entropy().mean(),
+                prior_entropy=prior.entropy().mean(),
                 model_loss=loss.detach(),
             )
         return loss, metrics, posterior

@@ -532,6 +532,7 @@ class WorldModelAlgorithm(CheckpointMixin, UpdateWiringMixin, OffPolicyAlgorithm
         assert self.update is not None and self._update_runner is not None
         self.policy.set_training_mode(True)
         self._update_learning_rates()
+        self._sync_update_settings()
         first_update = self._n_updates
         start = time.perf_counter()
         for step in range(gradient_steps):

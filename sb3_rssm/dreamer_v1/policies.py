@@ -6,15 +6,16 @@ Dreamer's policies: the world model plus an actor and a value network on the mod
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
-from torch.distributions import Distribution, Independent, Normal, OneHotCategorical, TanhTransform, TransformedDistribution
+from torch.distributions import Distribution, Independent, Normal, TanhTransform, TransformedDistribution
 
+from sb3_rssm.common.distributions import OneHotCategorical
 from sb3_rssm.common.networks import mlp
 from sb3_rssm.common.policies import WorldModelPolicy
 from sb3_rssm.common.rssm import RSSMState
@@ -57,10 +58,10 @@ class Actor(nn.Module):
         self.min_std = min_std
         self.mean_scale = mean_scale
 
-    def distribution(self, features: th.Tensor) -> Distribution:
+    def distribution(self, features: th.Tensor) -> Union[Distribution, OneHotCategorical]:
         out = self.net(features)
         if self.discrete:
-            return OneHotCategorical(logits=out, validate_args=False)
+            return OneHotCategorical(out)
         mean, std = out.chunk(2, dim=-1)
         mean = self.mean_scale * th.tanh(mean / self.mean_scale)
         std = F.softplus(std + self.raw_init_std) + self.min_std
@@ -69,20 +70,18 @@ class Actor(nn.Module):
             TransformedDistribution(normal, TanhTransform(cache_size=1), validate_args=False), 1, validate_args=False
         )
 
-    def mode(self, distribution: Distribution) -> th.Tensor:
+    def mode(self, distribution: Union[Distribution, OneHotCategorical]) -> th.Tensor:
         if self.discrete:
-            probs = distribution.probs
-            return F.one_hot(probs.argmax(-1), self.action_size).to(probs.dtype)
+            return distribution.mode()
         return th.tanh(distribution.base_dist.base_dist.loc)
 
-    def sample(self, distribution: Distribution) -> th.Tensor:
+    def sample(self, distribution: Union[Distribution, OneHotCategorical]) -> th.Tensor:
         """Reparameterized sample (straight-through for one-hot actions)."""
         if self.discrete:
-            probs = distribution.probs
-            return distribution.sample() + probs - probs.detach()
+            return distribution.rsample()
         return distribution.rsample()
 
-    def entropy(self, distribution: Distribution) -> th.Tensor:
+    def entropy(self, distribution: Union[Distribution, OneHotCategorical]) -> th.Tensor:
         """Entropy; estimated from one sample for the tanh-Normal, which has no closed form."""
         if self.discrete:
             return distribution.entropy()

@@ -47,8 +47,16 @@ class CategoricalRSSMState(LatentState, _CategoricalFields):
     __slots__ = ()
 
     def distribution(self) -> Independent:
-        """``stochastic_size`` independent one-hot categoricals."""
+        """
+        ``stochastic_size`` independent one-hot categoricals (``torch.distributions``, which reads values back to the
+        host: the update uses :meth:`kl` and :meth:`entropy`, which do not).
+        """
         return Independent(OneHotCategorical(logits=self.log_probs, validate_args=False), 1, validate_args=False)
+
+    def entropy(self) -> th.Tensor:
+        """The entropy summed over the latents, computed directly (no host synchronisation)."""
+        log_q = self.log_probs.log_softmax(-1)
+        return -(log_q.exp() * log_q).sum((-2, -1))
 
     def kl(self, other: LatentState) -> th.Tensor:
         """

@@ -27,7 +27,9 @@ class LaProp(th.optim.Optimizer):
     DreamerV3's defaults: lr 4e-5, betas (0.9, 0.999), eps 1e-20, agc 0.3. Every state entry is a tensor, so a
     checkpoint of it loads with ``torch.load(weights_only=True)``. A step reads nothing back to the host and takes
     a tensor learning rate, so it can be captured in a CUDA graph: ``capturable`` and ``foreach`` are accepted (as
-    :func:`~sb3_rssm.common.update.make_capturable` sets them) and change nothing.
+    :func:`~sb3_rssm.common.update.make_capturable` sets them) and change nothing. Like torch's fused optimizers it
+    takes AMP's ``found_inf`` attribute (a device flag, set by :class:`~sb3_rssm.common.update.GradientUpdate` for a
+    non-finite update): where it is 1 the step leaves the parameters, the state and the step count as they were.
 
     :param params: parameters or parameter groups
     :param lr: learning rate after the warm-up
@@ -48,6 +50,9 @@ class LaProp(th.optim.Optimizer):
         agc_min_norm: float = 1e-3,
         warmup: int = 1000,
     ) -> None:
+        # found_inf is honoured (update.takes_found_inf), and the step counts never leave the device
+        self._step_supports_amp_scaling = True
+        self.state_on_device = True
         if lr < 0 or eps < 0 or agc < 0 or warmup < 0 or not all(0.0 <= beta < 1.0 for beta in betas):
             raise ValueError(f"Invalid LaProp settings: lr={lr}, betas={betas}, eps={eps}, agc={agc}, warmup={warmup}")
         defaults = dict(
@@ -81,20 +86,30 @@ class LaProp(th.optim.Optimizer):
         grads = [p.grad for p in params]
         steps = [state["step"] for state in states]
         nus, mus = [state["nu"] for state in states], [state["mu"] for state in states]
+        found_inf = getattr(self, "found_inf", None)
+        keep = None if found_inf is None else (found_inf == 0).to(params[0].device)
+        if keep is not None:
+            # a skipped step adds zeros (a non-finite gradient times zero would be NaN) and keeps the decays at 1;
+            # a kept one computes exactly what the ungated step does
+            grads = [th.where(keep, grad, 0.0) for grad in grads]
         if group["agc"]:
             limits = group["agc"] * th.stack(th._foreach_norm(params)).clamp(min=group["agc_min_norm"])
             factors = (limits / th.stack(th._foreach_norm(grads))).clamp(max=1.0)
+            if keep is not None:
+                factors = th.where(keep, factors, 0.0)  # 0 / 0 for a zeroed gradient
             grads = th._foreach_mul(grads, list(factors.unbind()))
-        th._foreach_add_(steps, 1.0)
-        # (the step counts may sit on the host: update.release_capturable puts them there)
-        step = th.stack(steps).to(params[0].device)
-        th._foreach_mul_(nus, beta2)
+        th._foreach_add_(steps, 1.0 if keep is None else [keep.float()] * len(steps))
+        # (a step count 0 only before the first applied step, where nothing moves: clamped against 0 / 0)
+        step = th.stack(steps).to(params[0].device).clamp(min=1.0)
+        th._foreach_mul_(nus, beta2 if keep is None else th.where(keep, beta2, 1.0))
         th._foreach_addcmul_(nus, grads, grads, value=1.0 - beta2)
         rms = th._foreach_div(nus, list((1.0 - beta2**step).unbind()))
         th._foreach_sqrt_(rms)
         th._foreach_add_(rms, group["eps"])
-        th._foreach_mul_(mus, beta1)
+        th._foreach_mul_(mus, beta1 if keep is None else th.where(keep, beta1, 1.0))
         th._foreach_add_(mus, th._foreach_div(grads, rms), alpha=1.0 - beta1)
         warmup = (step / group["warmup"]).clamp(max=1.0) if group["warmup"] else th.ones_like(step)
         scales = group["lr"] * warmup / (1.0 - beta1**step)
+        if keep is not None:
+            scales = th.where(keep, scales, 0.0)
         th._foreach_sub_(params, th._foreach_mul(mus, list(scales.unbind())))

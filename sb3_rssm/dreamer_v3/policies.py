@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import copy
 import difflib
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
-from torch.distributions import Distribution, OneHotCategorical
+from torch.distributions import Distribution
 
-from sb3_rssm.common.distributions import TwoHot, bounded_normal, mode_one_hot, sample_one_hot, unimix_log_probs
+from sb3_rssm.common.distributions import (
+    OneHotCategorical,
+    TwoHot,
+    bounded_normal,
+    mode_one_hot,
+    sample_one_hot,
+    unimix_log_probs,
+)
 from sb3_rssm.common.policies import BeliefPolicy
 from sb3_rssm.common.returns import ReturnNormalizer
 from sb3_rssm.common.rssm import LatentState
@@ -98,11 +105,11 @@ class ActorV3(nn.Module):
         """The output layer's values: logits (Discrete), or raw mean and std side by side (Box)."""
         return self.output(self.net(features))
 
-    def distribution(self, features: th.Tensor) -> Distribution:
+    def distribution(self, features: th.Tensor) -> Union[Distribution, OneHotCategorical]:
         """The action distribution in each state, over the (one-hot or flattened) action vector."""
         out = self(features)
         if self.discrete:
-            return OneHotCategorical(logits=unimix_log_probs(out, self.unimix), validate_args=False)
+            return OneHotCategorical(unimix_log_probs(out, self.unimix))
         mean, std = out.chunk(2, dim=-1)
         return bounded_normal(mean, std, self.min_std, self.max_std)
 

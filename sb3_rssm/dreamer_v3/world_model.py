@@ -139,8 +139,8 @@ class DreamerV3WorldModel(WorldModelBase):
                 continuation_loss=continuation_loss.detach(),
                 kl=kl_raw,
                 kl_loss=kl.detach(),
-                posterior_entropy=posterior.distribution().entropy().mean(),
-                prior_entropy=prior.distribution().entropy().mean(),
+                posterior_entropy=posterior.entropy().mean(),
+                prior_entropy=prior.entropy().mean(),
                 model_loss=loss.detach(),
             )
         return loss, metrics, posterior

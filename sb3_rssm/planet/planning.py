@@ -8,9 +8,8 @@ from __future__ import annotations
 from typing import Literal, Protocol, Union, overload
 
 import torch as th
-import torch.nn.functional as F
-from torch.distributions import Categorical
 
+from sb3_rssm.common.distributions import one_hot_of
 from sb3_rssm.common.rssm import RSSMState
 
 
@@ -163,8 +162,11 @@ class CEMPlanner:
                 std = reference.new_ones((n, h, a))
             for iteration in range(self.iterations):
                 if self.discrete:
-                    indices = Categorical(probs=probs).sample((c,)).transpose(0, 1)  # (n, c, h)
-                    candidates = F.one_hot(indices, a).to(reference.dtype)
+                    # inverse CDF, one uniform number per step of each candidate (torch's Categorical samples
+                    # through multinomial, which checks the probabilities on the host)
+                    uniform = th.rand((n, c, h, 1), dtype=probs.dtype, device=probs.device)
+                    indices = (probs.unsqueeze(1).cumsum(-1) <= uniform).sum(-1).clamp(max=a - 1)  # (n, c, h)
+                    candidates = one_hot_of(indices, a, reference.dtype)
                 else:
                     noise = th.randn((n, c, h, a), dtype=reference.dtype, device=reference.device)
                     candidates = (mean.unsqueeze(1) + std.unsqueeze(1) * noise).clamp(-1.0, 1.0)
@@ -186,7 +188,7 @@ class CEMPlanner:
                 elite_return_std=elite_returns.std(dim=1, unbiased=False),
             )
             if self.discrete:
-                action = F.one_hot(probs[:, 0].argmax(dim=-1), a).to(reference.dtype)
+                action = one_hot_of(probs[:, 0].argmax(dim=-1), a, reference.dtype)
                 mean, std = probs, (probs * (1.0 - probs)).clamp(min=0.0).sqrt()
             else:
                 action = mean[:, 0].clone()
