@@ -10,19 +10,21 @@ The shipped agent (examples/checkpoints/dreamer_v1_cartpole_swingup_cpu.zip, its
 benchmark in docs/benchmarks.md (250.3 there, the best of 3 seeds: 179.0, 250.3, 185.5), trained with `--preset cpu`
 (sb3_rssm/zoo/hyperparams/cpu/dreamer_v1.yml). The papers' settings for all six tasks:
 python -m sb3_rssm.zoo.train --algo dreamer_v1 --env <id> (docs/zoo.md).
+
+Either agent is evaluated by sb3_rssm.evaluate, the command a user runs on any saved file (the script prints it):
+python -m sb3_rssm.evaluate examples/checkpoints/dreamer_v1_cartpole_swingup_cpu.zip \
+    --env sb3_rssm/dmc-cartpole-swingup-pixels-v0 --episodes 3 --seed 1000
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import time
 
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.evaluation import evaluate_policy
-
 from sb3_rssm import DreamerV1
-from sb3_rssm.dreamer_v1.policies import CnnPolicy
+from sb3_rssm.evaluate import main as evaluate
 from sb3_rssm.zoo import load_hyperparams
 
 ENV_ID = "sb3_rssm/dmc-cartpole-swingup-pixels-v0"
@@ -39,8 +41,6 @@ def main() -> None:
     parser.add_argument("--out", default="runs/quickstart_pixels")
     args = parser.parse_args()
 
-    eval_env = make_vec_env(ENV_ID, n_envs=1, seed=1000 + args.seed)
-    print(f"{ENV_ID}: observations {eval_env.observation_space}, actions {eval_env.action_space}")
     start = time.time()
     if args.train:
         hyperparams = load_hyperparams("dreamer_v1", ENV_ID, preset="cpu")
@@ -51,14 +51,19 @@ def main() -> None:
         path = os.path.join(args.out, "dreamer_v1_cartpole_swingup")
         model.save(path)
         print(f"Trained {args.train} agent steps ({8 * args.train} frames) in {time.time() - start:.0f} s; saved {path}.zip")
-        policy = model.policy
+        saved = f"{path}.zip"
     else:
         if not os.path.exists(CHECKPOINT):
             raise SystemExit(f"{CHECKPOINT} is missing: train an agent with --train 12500")
-        policy = CnnPolicy.load(CHECKPOINT, device="auto")
-    # the policy carries the belief state through predict: evaluate_policy passes it back at every step
-    mean, std = evaluate_policy(policy, eval_env, n_eval_episodes=args.episodes)
-    print(f"Eval return: {mean:.1f} +/- {std:.1f} over {args.episodes} episodes (out of 1000)")
+        saved = CHECKPOINT
+    # the file's algorithm is read from it (a model here after --train, the shipped policy otherwise); the env is
+    # wrapped as the agent needs, and SB3's evaluate_policy carries the belief state through predict at every step
+    argv = [os.path.relpath(saved), "--env", ENV_ID, "--episodes", str(args.episodes), "--seed", str(1000 + args.seed)]
+    print("python -m sb3_rssm.evaluate", shlex.join(argv))
+    result = evaluate(argv)
+    print(
+        f"Eval return: {result['mean_reward']:.1f} +/- {result['std_reward']:.1f} over {args.episodes} episodes (out of 1000)"
+    )
     print("Random actions get about 120, the published DreamerV1 139 at the same 100k frames (docs/benchmarks.md).")
 
 

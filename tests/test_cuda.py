@@ -69,3 +69,25 @@ def test_captured_update_learns_and_skips_non_finite_updates(algorithm):
     assert all(th.equal(a, b) for a, b in zip(before, model.policy.world_model.parameters()))
     with pytest.raises(NonFiniteUpdateError, match="world model loss"):
         model.train(gradient_steps=2, batch_size=2)
+
+
+def test_set_parameters_after_a_capture_trains_the_loaded_state(algorithm, tmp_path):
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0, device="cuda", compile_update="cuda_graph")
+    model.learn(120)
+    assert model._update_runner.graph is not None
+    model.save(tmp_path / "model.zip")
+    model.set_parameters(str(tmp_path / "model.zip"))
+    assert model._update_runner.graph is None  # a new update over the loaded optimizer tensors: captured afresh
+    loaded = {k: v.clone() for k, v in model.policy.world_model_optimizer.state_dict()["state"][0].items()}
+    model.learn(120, reset_num_timesteps=False)
+    assert model._update_runner.graph is not None
+    after = model.policy.world_model_optimizer.state_dict()["state"][0]
+    assert any(not th.equal(loaded[key], after[key]) for key in loaded)
+
+
+def test_compiled_losses_on_cuda(algorithm):
+    if not algorithm.has_single_loss:
+        pytest.skip("compile_update='losses' is DreamerV3's")
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0, device="cuda", compile_update="losses")
+    model.learn(60)
+    assert model._n_updates > 0 and all(th.isfinite(p).all() for p in model.policy.parameters())

@@ -291,7 +291,8 @@ def test_compiled_imagination_matches_eager_and_compiles_once():
     from sb3_rssm import DreamerV3
     from sb3_rssm.common.envs import PointMassEnv
 
-    model = trained_v3(compile_update="imagination", imagination_horizon=4)
+    with pytest.warns(UserWarning, match=r"compile_update='imagination': the first update compiles first \(3 to 45 s"):
+        model = trained_v3(compile_update="imagination", imagination_horizon=4)
     assert model._imagination_runner._torchdynamo_orig_callable == model._imagination_step
     graphs = counters["stats"]["unique_graphs"]
     assert graphs >= 1
@@ -333,7 +334,8 @@ def test_compiled_losses_match_eager_and_compile_once():
     from sb3_rssm import DreamerV3
     from sb3_rssm.common.envs import PointMassEnv
 
-    model = trained_v3(compile_update="losses")
+    with pytest.warns(UserWarning, match=r"compile_update='losses': the first update compiles first \(4 to 6 minutes"):
+        model = trained_v3(compile_update="losses")
     assert model._loss_runner._torchdynamo_orig_callable == model._update_loss
     # the imagination step is traced into the losses' graph, not compiled apart
     assert model._imagination_runner == model._imagination_step

@@ -3,6 +3,7 @@
 import gc
 import io
 import os
+import warnings
 import zipfile
 
 import numpy as np
@@ -229,3 +230,23 @@ def test_memory_stays_flat_over_a_long_run(algorithm):
 
 def count_tensors() -> int:
     return sum(1 for obj in gc.get_objects() if issubclass(type(obj), th.Tensor))
+
+
+def test_a_buffer_that_can_never_hold_a_sequence_is_refused(algorithm):
+    with pytest.raises(ValueError, match=r"never hold a sequence: buffer_size=50 .* fewer than sequence_length=100"):
+        tiny_model(algorithm, "MlpPolicy", PointMassEnv(), buffer_size=50, sequence_length=100)
+    with pytest.raises(ValueError, match=r"at least 40 \(sequence_length \* n_envs\)"):
+        tiny_model(algorithm, "MlpPolicy", DummyVecEnv([PointMassEnv] * 2), buffer_size=30, sequence_length=20)
+
+
+def test_a_buffer_larger_than_a_share_of_the_memory_says_so(algorithm, monkeypatch):
+    from sb3_rssm.common.envs import ColourCueEnv
+
+    monkeypatch.setattr(os, "sysconf", lambda name: {"SC_PHYS_PAGES": 2**18, "SC_PAGE_SIZE": 4096}[name])  # 1 GiB
+    with pytest.warns(UserWarning, match=r"take 0\.6 GiB once full \(50,000 transitions of 12,\d\d\d bytes each\)"):
+        tiny_model(algorithm, "CnnPolicy", ColourCueEnv(), buffer_size=50_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny_model(
+            algorithm, "CnnPolicy", ColourCueEnv(), buffer_size=50_000, replay_buffer_kwargs=dict(max_memory_share=None)
+        )

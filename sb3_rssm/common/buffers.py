@@ -5,6 +5,8 @@ fixed-length (batch, time) chunks with episode-start flags.
 
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -52,6 +54,9 @@ class SequenceReplayBuffer(ReplayBuffer):
     :param optimize_memory_usage: unused (observations are always stored once); kept for SB3's signature
     :param handle_timeout_termination: kept for SB3's signature; truncation is always kept apart
     :param sequence_length: default length of sampled chunks
+    :param max_memory_share: warn at construction when the buffer, once full, would take more than this share of
+        the machine's memory (NumPy reserves the arrays now, and the OS commits their pages as they fill); 0 or
+        None: never warn
     """
 
     def __init__(
@@ -64,10 +69,18 @@ class SequenceReplayBuffer(ReplayBuffer):
         optimize_memory_usage: bool = False,
         handle_timeout_termination: bool = True,
         sequence_length: int = 50,
+        max_memory_share: Optional[float] = 0.25,
     ) -> None:
         BaseBuffer.__init__(self, buffer_size, observation_space, action_space, device, n_envs=n_envs)
         if sequence_length < 1:
             raise ValueError(f"sequence_length must be positive, got {sequence_length}")
+        if buffer_size // n_envs < sequence_length:
+            raise ValueError(
+                f"The replay buffer can never hold a sequence: buffer_size={buffer_size} split over {n_envs} env "
+                f"stream(s) gives {buffer_size // n_envs} rows per stream, fewer than sequence_length={sequence_length}, "
+                f"so training would never start. Raise buffer_size to at least {sequence_length * n_envs} "
+                "(sequence_length * n_envs) or shorten sequence_length."
+            )
         self.buffer_size = max(buffer_size // n_envs, 1)
         self.sequence_length = sequence_length
         self.optimize_memory_usage = False
@@ -90,6 +103,26 @@ class SequenceReplayBuffer(ReplayBuffer):
         # True where the env's next ``obs`` starts an episode and needs a row of its own
         self.episode_start = np.ones(n_envs, dtype=bool)
         self.steps_added = 0
+        if max_memory_share:
+            self._warn_if_large(max_memory_share)
+
+    def _warn_if_large(self, max_memory_share: float) -> None:
+        """Warn, with the figures and the way out, when the full buffer would take much of the machine's memory."""
+        try:
+            machine = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):  # not on Linux / macOS
+            return
+        if self.nbytes <= max_memory_share * machine:
+            return
+        rows = self.buffer_size * self.n_envs
+        warnings.warn(
+            f"The replay buffer will take {self.nbytes / 2**30:.1f} GiB once full ({rows:,} transitions of "
+            f"{self.nbytes / rows:,.0f} bytes each), more than {max_memory_share:.0%} of this machine's "
+            f"{machine / 2**30:.1f} GiB: the process may be killed for memory as it fills. Lower buffer_size (one "
+            "transition of a 64x64x3 image takes about 12.3 KB), or pass replay_buffer_kwargs=dict(max_memory_share=...) "
+            "to raise this threshold (None: no warning).",
+            stacklevel=4,
+        )
 
     @property
     def nbytes(self) -> int:

@@ -222,6 +222,7 @@ class CheckpointMixin:
             "_loss_runner",
             "_warned_short_buffer",
             "_open_loop_logged",
+            "_compile_announced",
         ]
         return [*super()._excluded_save_params(), *excluded]
 

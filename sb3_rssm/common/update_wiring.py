@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import warnings
 from typing import Any, Callable, ClassVar, Optional
 
 import torch as th
@@ -30,6 +31,12 @@ from sb3_rssm.common.update import (
 
 MIXED_PRECISION = {None: None, "bf16": th.bfloat16, "fp16": th.float16}
 COMPILE_UPDATE = (None, "cuda_graph", "reduce-overhead", "imagination", "losses")
+#: how long the first update of each torch.compile option compiles (docs/benchmarks.md, DreamerV3; 2 CPU cores)
+COMPILE_TIMES = {
+    "losses": "4 to 6 minutes for DreamerV3's size1m update on 2 CPU cores, about 2 with the compile caches of an earlier run",
+    "imagination": "3 to 45 s on 2 CPU cores, the longer without the compile caches of an earlier run",
+    "reduce-overhead": "minutes",
+}
 
 
 class UpdateWiringMixin:
@@ -52,6 +59,8 @@ class UpdateWiringMixin:
     _imagination_runner: Optional[Callable[[LatentState], tuple[LatentState, th.Tensor]]]
     _loss_runner: Optional[Callable[[SequenceSamples], tuple[th.Tensor, dict[str, th.Tensor]]]]
     _nonfinite_in_a_row: int
+    #: whether this model object said that its first update compiles (not saved: a loaded model compiles again)
+    _compile_announced: bool = False
 
     #: learning rates besides the world model's: the algorithm's attribute (a float or schedule) -> the policy's
     #: optimizer it sets (e.g. ``{"actor_learning_rate": "actor_optimizer"}``)
@@ -187,6 +196,21 @@ class UpdateWiringMixin:
             if key != "params" and _plain(value)
         )
         return algorithm + modules + optimizers
+
+    def _announce_compile(self) -> None:
+        """
+        Before the first update of a compiled ``compile_update``: say that it compiles, and for how long, so that a
+        progress bar that stalls for minutes does not look like a hang (once per model object).
+        """
+        expected = COMPILE_TIMES.get(self.compile_update)
+        if expected is None or self._compile_announced:
+            return
+        self._compile_announced = True
+        warnings.warn(
+            f"compile_update={self.compile_update!r}: the first update compiles first ({expected}); training goes on at "
+            "the compiled speed after it. compile_update=None trains eagerly, with no wait.",
+            stacklevel=3,
+        )
 
     def _sync_update_settings(self) -> None:
         """

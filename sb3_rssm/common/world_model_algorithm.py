@@ -100,9 +100,10 @@ class WorldModelAlgorithm(CheckpointMixin, UpdateWiringMixin, OffPolicyAlgorithm
     :param compile_update: how the update runs. ``None`` (default): eagerly. ``"cuda_graph"`` (CUDA only): the whole
         update (losses, backward passes, clipping, the three optimizers' steps) captured as one CUDA graph after three
         eager warm-up updates and replayed on every batch, which removes the kernel launches that bound the eager
-        update on a GPU; needs fixed batch shapes and Adam/AdamW (made ``capturable``). ``"reduce-overhead"``:
-        ``torch.compile(update, mode="reduce-overhead")``. Both are off by default until measured better on a GPU
-        (docs/benchmarks.md); on a CPU ``torch.compile`` of the whole update made it slower. ``"imagination"``
+        update on a GPU; needs fixed batch shapes and Adam/AdamW (made ``capturable``) or LaProp; a setting the graph
+        holds (gamma, ``max_nonfinite_updates``, ...) changed between training phases is captured again.
+        ``"reduce-overhead"`` (CUDA only): ``torch.compile(update, mode="reduce-overhead")``. Both are off by default
+        until measured better on a GPU (docs/benchmarks.md). ``"imagination"``
         (algorithms that imagine without gradient: DreamerV3): only the imagination step (actor sample and prior
         transition) is compiled by ``torch.compile``, the rest runs eagerly; it draws eager torch's random numbers,
         and its states and actions differ from eager's by float rounding. On 2 CPU cores it made the ``size1m``
@@ -533,6 +534,8 @@ class WorldModelAlgorithm(CheckpointMixin, UpdateWiringMixin, OffPolicyAlgorithm
         self.policy.set_training_mode(True)
         self._update_learning_rates()
         self._sync_update_settings()
+        if gradient_steps > 0:
+            self._announce_compile()
         first_update = self._n_updates
         start = time.perf_counter()
         for step in range(gradient_steps):
