@@ -11,7 +11,7 @@ Sections:
 * ``update``: the DreamerV1 paper-config pixel update (batch 50 x 50, horizon 15) eager, with bf16, captured as a
   CUDA graph (float32, TF32, bf16) and with ``torch.compile(mode="reduce-overhead")``, in updates per second and as
   a share of the GPU's measured dense matmul rate; TorchRL's eager update in the same process tree
-  (``.gpu/peer_torchrl_dreamer.py``, when torchrl is importable);
+  (``benchmarks/peer_torchrl_dreamer.py``, when torchrl is importable);
 * ``update_v3``: the DreamerV3 paper-config pixel update (model size ``size200m``, batch 16 x 64, horizon 15), eager
   in float32 and with bf16;
 * ``cem``: PlaNet's CEM at the paper config (1000 candidates, 10 iterations, horizon 12), 1 and 16 envs;
@@ -33,7 +33,7 @@ from typing import Any, Callable
 import torch as th
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PEER = ROOT / ".gpu" / "peer_torchrl_dreamer.py"
+PEER = ROOT / "benchmarks" / "peer_torchrl_dreamer.py"
 # seconds per section; together 7.5 minutes, inside the 8 the check may take
 BUDGETS = {"pytest": 120, "update": 170, "update_v3": 50, "cem": 40, "smoke": 70}
 PREFIX = "RESULT "
@@ -98,7 +98,7 @@ def section_update() -> None:
             seconds, phases = peer_update(sys.executable, "pixels", "cuda", 10, precision, script=PEER)
             emit(kind="torchrl", config=f"TorchRL eager, {precision or 'float32'}", update_s=seconds, phases=phases)
     else:
-        emit(kind="torchrl", skipped="no .gpu/peer_torchrl_dreamer.py or no torchrl: run benchmarks/gpu_wheels.sh first")
+        emit(kind="torchrl", skipped="no torchrl importable: run benchmarks/gpu_wheels.sh first")
 
 
 def section_update_v3() -> None:

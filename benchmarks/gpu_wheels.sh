@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # Companion of benchmarks/gpu_check.sh, run where a package registry is reachable (this machine), before the GPU
 # check: downloads every wheel the check needs on the GPU machine (CPython 3.12, x86-64 Linux, its own CUDA build of
-# torch kept) into .gpu/wheels, and copies the TorchRL peer script beside them. .gpu/ is ignored by git; pass it to
-# the device tool as `carry` (about 10 MB).
+# torch kept) into .gpu/wheels (the TorchRL peer script, benchmarks/peer_torchrl_dreamer.py, travels with the code).
+# .gpu/ is ignored by git; pass it to the device tool as `carry` (about 10 MB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
-PEER=${PEER:-../shared/bench/peer_torchrl_dreamer.py}
 mkdir -p .gpu/wheels
 # the project's dependencies that the GPU image lacks, and TorchRL's for the peer (its README names them)
 packages=(stable-baselines3==2.9.2 gymnasium==1.4.0 farama-notifications==0.0.6
@@ -17,5 +16,4 @@ for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manyl
 done
 "$PYTHON" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${platforms[@]}" \
   -d .gpu/wheels "${packages[@]}"
-cp "$PEER" .gpu/peer_torchrl_dreamer.py
 du -sh .gpu

@@ -42,7 +42,7 @@ from sb3_rssm.common.memory import HUGE_PAGES_VARIABLE, transparent_huge_pages_m
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 OUT = ROOT / "docs" / "benchmarks" / "harness"
-PEER = ROOT.parent / "shared" / "bench" / "peer_torchrl_dreamer.py"
+PEER = ROOT / "benchmarks" / "peer_torchrl_dreamer.py"
 BEGIN, END = "<!-- harness:begin -->", "<!-- harness:end -->"
 SECTIONS = ("update", "update_v3", "cem", "acting", "memory", "scaling")
 
@@ -127,7 +127,7 @@ def peer_update(
     TorchRL's update on the same work (and the same autocast), in its own interpreter, run alone after ours.
     It inherits this process's environment, huge pages included, unless ``huge_pages`` says otherwise.
 
-    :param script: the peer script (default: ../shared/bench/peer_torchrl_dreamer.py beside the repository)
+    :param script: the peer script (default: benchmarks/peer_torchrl_dreamer.py)
     :return: median seconds of the whole update, and of its world-model, actor and value phases
     """
     command = [python, str(script or PEER), "--obs", obs, "--batch", "50", "--seq", "50", "--horizon", "15"]
@@ -141,8 +141,10 @@ def peer_update(
     for line in lines:
         if line.startswith("update "):
             values = dict(item.strip("()s").split("=", 1) for item in line.split() if "=" in item)
-            for name, key in (("world_model", "model"), ("actor", "actor"), ("value", "value")):
-                phases[name].append(float(values[key]))
+            # the peer scales pixels in a phase of its own (to_float); ours does it inside the world model's
+            phases["world_model"].append(float(values["model"]) + float(values.get("to_float", 0.0)))
+            for name in ("actor", "value"):
+                phases[name].append(float(values[name]))
     medians = {name: statistics.median(v) for name, v in phases.items() if v}
     return float(fields["torchrl_dreamer_update_s"]), medians
 
@@ -419,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--peer-python",
         help="interpreter of a venv with torchrl installed (docs/benchmarks.md, Performance, says how to make one): "
-        "run TorchRL's Dreamer update (../shared/bench/peer_torchrl_dreamer.py) beside ours",
+        "run TorchRL's Dreamer update (benchmarks/peer_torchrl_dreamer.py) beside ours",
     )
     parser.add_argument(
         "--write-docs",

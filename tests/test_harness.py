@@ -22,7 +22,7 @@ from tests.conftest import tiny_model
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-# prints what ../shared/bench/peer_torchrl_dreamer.py prints; its update time says which huge-pages setting it saw
+# prints what benchmarks/peer_torchrl_dreamer.py prints; its update time says which huge-pages setting it saw
 FAKE_PEER = """
 import os
 print("warmup_losses loss_model_kl=1")
