@@ -42,7 +42,8 @@ def test_peer_update_reads_the_median_phases_and_passes_the_huge_pages_setting(t
     monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")
     seconds, phases = run.peer_update(sys.executable, "pixels", "cpu", 3)
     assert seconds == 2.0
-    assert phases == {"world_model": 7.0, "actor": 2.0, "value": 0.5}
+    # the peer scales pixels in a phase of its own (to_float): counted with its world model, as ours does it there
+    assert phases == pytest.approx({"world_model": 7.01, "actor": 2.0, "value": 0.5})
     seconds, _ = run.peer_update(sys.executable, "pixels", "cpu", 3, huge_pages="0")
     assert seconds == 1.0
 

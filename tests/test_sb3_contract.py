@@ -224,6 +224,43 @@ def test_predict_recurrent_state(algorithm):
         model.predict(obs, state=(state[0],), deterministic=True)
 
 
+def test_predict_recurrent_state_with_discrete_actions(algorithm):
+    """
+    Discrete actions: the state carries the belief and the one-hot of the action returned; an env whose
+    ``episode_start`` is set acts from then on exactly as from a fresh state (same actions, same states), while an
+    env that goes on carries its history. Breaks if predict drops the state, ignores ``episode_start``, or carries
+    another action than the one it returned (e.g. the index instead of its one-hot).
+    """
+    model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(discrete=True), seed=0)
+    g = np.random.default_rng(0)
+    observations = g.uniform(-1, 1, (6, 2, 2)).astype(np.float32)  # 6 steps of 2 envs
+    restart = 3  # env 1 starts a new episode at step 3
+
+    def run(steps, starts):
+        actions, states, state = [], [], None
+        for step, episode_start in zip(steps, starts):
+            th.manual_seed(step)  # PlaNet's planner draws candidates: the same numbers at the same step
+            action, state = model.predict(observations[step], state=state, episode_start=episode_start, deterministic=True)
+            assert action.shape == (2,) and action.dtype.kind == "i" and all(model.action_space.contains(a) for a in action)
+            assert state[2].shape == (2, 3)
+            np.testing.assert_array_equal(state[2], np.eye(3)[action])  # the action taken, as the model's one-hot
+            actions.append(action)
+            states.append(state)
+        return np.array(actions), states
+
+    starts = [np.ones(2, bool)] + [np.array([False, step == restart]) for step in range(1, 6)]
+    actions, states = run(range(6), starts)
+    fresh_actions, fresh_states = run(range(restart, 6), [np.ones(2, bool)] + [np.zeros(2, bool)] * 2)
+    # env 1 from its new episode on: the actions and states of a fresh start on the same observations
+    np.testing.assert_array_equal(actions[restart:, 1], fresh_actions[:, 1])
+    for carried, fresh in zip(states[restart:], fresh_states):
+        for x, y in zip(carried, fresh):
+            np.testing.assert_allclose(x[1], y[1], rtol=1e-5, atol=1e-6)
+    # env 0 went on: its belief holds the steps before (a fresh start on the same observations differs)
+    for carried, fresh in zip(states[restart:], fresh_states):
+        assert not np.allclose(carried[0][0], fresh[0][0])
+
+
 def test_save_load_round_trip(algorithm, tmp_path):
     model = tiny_model(algorithm, "MlpPolicy", PointMassEnv(), seed=0)
     model.learn(40)

@@ -270,3 +270,48 @@ def test_image_bits_apply_to_encoder_input_and_decoder_target(monkeypatch):
     # out of training (acting, evaluation): the bin centre, so the same frame always gives the same embedding
     wm.eval()
     th.testing.assert_close(wm.encoder.preprocess(batch.observations)["observation"], levels + 1 / 64)
+
+
+def test_loss_filters_with_the_batchs_is_first():
+    """
+    A batch whose second episode starts at step 3: from there on, the posterior states the loss returns (and so
+    every loss term of those steps) must not depend on anything before step 3, and the step-3 state is the first
+    step from the initial state. With ``is_first`` cleared at step 3, the state there depends on the first episode.
+    Breaks if the loss passes zeros (or nothing) instead of ``batch.is_first`` to ``rssm.observe``.
+    """
+    th.manual_seed(0)
+    wm = WorldModel(VECTOR, ACTION, **TINY)
+    start, length = 3, 6
+    batch = make_batch(VECTOR, b=3, t=length)
+    is_first = batch.is_first.clone()
+    is_first[:, start] = 1
+    actions = batch.actions.clone()
+    actions[:, [0, start]] = 0  # no action leads into an episode's first observation
+    two_episodes = batch._replace(is_first=is_first, actions=actions)
+    # another first episode (observations, actions, rewards) before the same second one
+    other = make_batch(VECTOR, b=3, t=length, seed=7)
+    keep = th.arange(length) >= start
+    mixed = two_episodes._replace(
+        observations=th.where(keep[None, :, None], two_episodes.observations, other.observations),
+        actions=th.where(keep[None, :, None], two_episodes.actions, other.actions),
+        rewards=th.where(keep[None, :], two_episodes.rewards, other.rewards),
+    )
+
+    def posterior_of(b):
+        th.manual_seed(1)  # the same posterior samples for batches of the same shape
+        return wm.loss(b)[2]
+
+    posterior = posterior_of(two_episodes)
+    for a, b in zip(posterior, posterior_of(mixed)):
+        assert not th.equal(a[:, :start], b[:, :start])  # the first episodes differ...
+        th.testing.assert_close(a[:, start:], b[:, start:])  # ...and nothing of them reaches the second one
+    # the state at the episode start: the first filtering step from the initial state with a zero action
+    with th.no_grad():
+        embed = wm.encoder(two_episodes.observations[:, start])
+        fresh, _ = wm.rssm.observe_step(wm.rssm.initial(3), th.zeros(3, 2), embed, sample=False)
+    for name in ("deterministic", "mean", "std"):
+        th.testing.assert_close(getattr(posterior, name)[:, start], getattr(fresh, name))
+    # without the flag, the first episode's state flows on into step 3
+    without = posterior_of(two_episodes._replace(is_first=batch.is_first))
+    for name in ("deterministic", "mean", "std"):
+        assert not th.allclose(getattr(without, name)[:, start], getattr(posterior, name)[:, start]), name
