@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import re
 import sys
 
 import numpy as np
@@ -168,3 +169,30 @@ def test_train_enjoy_plot_pendulum(tmp_path, capsys, algo):
 
 def test_train_enjoy_pixels(tmp_path, capsys):
     _train_enjoy(tmp_path, capsys, "dreamer_v1", dmc_env_id("cartpole-swingup"), timesteps=30, eval_freq=30, eval_episodes=1)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "--algo is required"),
+        (["--env", "Pendulum-v1"], "--algo is required"),
+        (["--algo", "dreamer_v1", "--env", "Pendulum-v1", "--preset", "gpu"], "Unknown preset 'gpu'"),
+        (["--algo", "dreamer_v1", "--env", "Foo-v1"], r"no dreamer_v1 hyperparameters for 'Foo-v1'; its entries: Pendulum-v1"),
+        (["--algo", "planet"], "--env is required"),
+    ],
+)
+def test_the_train_launcher_prints_its_usage_and_a_clear_error(capsys, argv, message):
+    # without --algo the zoo alone would train PPO on CartPole-v1 for 100k steps; bad presets and ids were tracebacks
+    with pytest.raises(SystemExit) as exit_:
+        zoo_train.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m sb3_rssm.zoo.train --algo {dreamer_v1,dreamer_v3,planet}")
+    assert "--preset {default,cpu}" in err and re.search(message, err.splitlines()[-1])
+
+
+def test_the_train_launcher_help_names_its_own_options_then_the_zoos(capsys):
+    with pytest.raises(SystemExit):
+        zoo_train.main(["--help"])
+    out = capsys.readouterr().out
+    assert out.index("--preset {default,cpu}") < out.index("rl_zoo3.train's options") < out.index("--n-timesteps")

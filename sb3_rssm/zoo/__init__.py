@@ -28,6 +28,27 @@ DEFAULT_LOG_FOLDER = "logs"
 # "default": the papers' settings (and small ones for Pendulum-v1); "cpu": settings sized for a 2-core CPU
 PRESETS = ("default", "cpu")
 
+#: what ``python -m sb3_rssm.zoo.train`` prints without arguments, and before the zoo's own options with --help
+TRAIN_USAGE = f"""usage: python -m sb3_rssm.zoo.train --algo {{{",".join(ALGOS)}}} --env ENV_ID
+                                 [--preset {{{",".join(PRESETS)}}}] [any option of python -m rl_zoo3.train]
+
+Train one of sb3_rssm's agents with rl-baselines3-zoo (runs land in {DEFAULT_LOG_FOLDER}/<algo>/<env>_<n>/).
+
+options added by this launcher:
+  --preset {{{",".join(PRESETS)}}}   the shipped hyperparameter file: "default" (the papers' settings, and small ones for
+                        Pendulum-v1 and CartPole-v1) or "cpu" (sized for a 2-core CPU); --conf-file FILE uses yours
+defaults this launcher sets unless given: --conf-file (the preset's YAML), --eval-freq (a tenth of the budget),
+  --tensorboard-log {DEFAULT_LOG_FOLDER}/tensorboard
+
+examples:
+  python -m sb3_rssm.zoo.train --algo dreamer_v1 --env Pendulum-v1
+  python -m sb3_rssm.zoo.train --algo dreamer_v1 --env sb3_rssm/dmc-cartpole-swingup-pixels-v0 --preset cpu
+"""
+
+
+class UsageError(ValueError):
+    """A launcher's command line that cannot run: printed with the usage, exit status 2, no traceback."""
+
 
 def hyperparams_file(algo: str, preset: str = "default") -> str:
     """
@@ -38,13 +59,13 @@ def hyperparams_file(algo: str, preset: str = "default") -> str:
     :return: ``.../sb3_rssm/zoo/hyperparams/<algo>.yml``, or ``.../hyperparams/cpu/<algo>.yml``
     """
     if algo not in ALGOS:
-        raise ValueError(f"Unknown algorithm {algo!r}: sb3_rssm ships hyperparameters for {sorted(ALGOS)}")
+        raise UsageError(f"Unknown algorithm {algo!r}: sb3_rssm ships hyperparameters for {sorted(ALGOS)}")
     if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r}: choose one of {PRESETS}")
+        raise UsageError(f"Unknown preset {preset!r}: choose one of {PRESETS}")
     path = hyperparams_path(algo, preset)
     if not os.path.isfile(path):
         shipped = sorted(name for name in PRESETS if os.path.isfile(hyperparams_path(algo, name)))
-        raise ValueError(
+        raise UsageError(
             f"sb3_rssm ships no {preset!r} hyperparameters for {algo} (it has {shipped}): choose another preset, or "
             "pass your own file with --conf-file."
         )
@@ -90,6 +111,22 @@ def _pop_option(argv: list[str], name: str) -> tuple[Optional[str], list[str]]:
     return value, rest
 
 
+def _check_entry(path: str, algo: str, env_id: Optional[str]) -> None:
+    """A clear error, naming the entries there are, when the shipped YAML at ``path`` has none for ``env_id``."""
+    import yaml
+
+    if env_id is None:
+        raise UsageError("--env is required: the gymnasium id to train on, e.g. --env Pendulum-v1")
+    with open(path) as f:
+        entries = yaml.safe_load(f) or {}
+    if env_id not in entries:
+        raise UsageError(
+            f"{os.path.relpath(path, HYPERPARAMS_DIR)} of sb3_rssm has no {algo} hyperparameters for {env_id!r}; its "
+            f"entries: {', '.join(sorted(entries))}. Pick one of them, another --preset, or give your own with "
+            "--conf-file FILE (a YAML with an entry for this id; see docs/zoo.md)."
+        )
+
+
 def _yaml_budget(path: str, env_id: str) -> Optional[int]:
     """``n_timesteps`` of the entry for ``env_id`` in the zoo YAML at ``path``, if there is one."""
     import yaml
@@ -123,11 +160,16 @@ def with_defaults(argv: list[str], script: str) -> list[str]:
         return argv
     algo = _option_value(argv, "--algo")
     if script == "train":
+        if not argv or algo is None:
+            # without --algo the zoo would train its own default (PPO on CartPole-v1) for 100k steps
+            raise UsageError("--algo is required: one of " + ", ".join(ALGOS) + " (or any of rl_zoo3's algorithms)")
         preset, argv = _pop_option(argv, "--preset")
         if preset is not None and _option_value(argv, "-conf", "--conf-file") is not None:
-            raise ValueError("--preset chooses the hyperparameter file: give it or --conf-file, not both")
+            raise UsageError("--preset chooses the hyperparameter file: give it or --conf-file, not both")
         if algo in ALGOS and _option_value(argv, "-conf", "--conf-file") is None:
-            argv += ["--conf-file", hyperparams_file(algo, preset or "default")]
+            path = hyperparams_file(algo, preset or "default")
+            _check_entry(path, algo, _option_value(argv, "--env"))
+            argv += ["--conf-file", path]
         if algo in ALGOS and _option_value(argv, "--eval-freq") is None:
             # ten evaluations per run: the zoo's default (every 25,000 steps) never evaluates a short run, and its
             # plotting scripts then find nothing to plot
@@ -155,7 +197,14 @@ def run_zoo_script(script: str, program: str, run: Callable[[], None], argv: Opt
     :param argv: command-line arguments without the program name (default: ``sys.argv[1:]``)
     """
     register_algos()
-    args = with_defaults(sys.argv[1:] if argv is None else argv, script)
+    given = sys.argv[1:] if argv is None else argv
+    try:
+        args = with_defaults(given, script)
+    except UsageError as error:
+        print((TRAIN_USAGE if script == "train" else "") + f"\n{program}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if script == "train" and any(arg in ("-h", "--help") for arg in args):
+        print(TRAIN_USAGE + "\nrl_zoo3.train's options, all accepted:\n")
     saved = sys.argv
     sys.argv = [saved[0] if saved else program, *args]
     try:
