@@ -14,6 +14,17 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
+# what the wheels of .gpu/wheels do not bring: the machine must have it
+python3 - <<'EOF' || exit 1
+import importlib.util, sys
+needed = ["torch", "numpy", "cloudpickle", "pandas", "matplotlib", "pytest", "pytest_timeout", "yaml"]
+missing = [name for name in needed if importlib.util.find_spec(name) is None]
+if missing:
+    sys.exit(f"gpu_check: this machine lacks {missing} (pip names: pytest-timeout for pytest_timeout, PyYAML for yaml)")
+import torch
+if not torch.cuda.is_available():
+    sys.exit(f"gpu_check: torch {torch.__version__} sees no CUDA device (a CPU build, or no GPU)")
+EOF
 if [ -d .gpu/wheels ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/wheels/*.whl \
     || { echo "could not install .gpu/wheels: run benchmarks/gpu_wheels.sh where a registry is reachable"; exit 1; }

@@ -14,6 +14,7 @@ platforms=()
 for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do
   platforms+=(--platform "$p")
 done
-"$PYTHON" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${platforms[@]}" \
+# the compiled wheels (tensordict, orjson) fix the GPU machine's Python version: 3.12 unless PYTHON_VERSION says
+"$PYTHON" -m pip download --no-deps --only-binary=:all: --python-version "${PYTHON_VERSION:-3.12}" --implementation cp "${platforms[@]}" \
   -d .gpu/wheels "${packages[@]}"
 du -sh .gpu
