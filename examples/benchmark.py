@@ -26,16 +26,39 @@ frames stacked there, the usual input of model-free agents on pixels, while the 
 remember. ``--tiny`` swaps in tiny networks and a fast update cadence to check the script end to end in seconds;
 its numbers mean nothing.
 
-Run it alone on the machine: wall times are only comparable without other work beside them.
+Run it alone on the machine: wall times are only comparable without other work beside them. Each run records its
+command, the machine (CPU model, CPU count, GPU, torch version) and the date in ``results.json``.
+
+The result and preset tables of README.md and docs/*.md are generated, not typed: each sits between markers,
+
+    <!-- results:docs/benchmarks/pendulum_all -->        a table of that folder's results.json (options: per-seed,
+    ...                                                  curves, env=ID,..., algos=NAME,...)
+    <!-- /results -->
+    <!-- presets -->                                      the zoo YAML entries (presets:dreamer_v3 for one algorithm;
+    ...                                                  options: preset=default,cpu, env=PATTERN,...)
+    <!-- /presets -->
+
+and ``--write-docs`` rewrites every such block from its source, running nothing; ``--check-docs`` exits with status 1,
+listing each block that differs from what its source gives (tests/test_docs_drift.py runs the same check):
+
+    python examples/benchmark.py --write-docs
+    python examples/benchmark.py --check-docs
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import fnmatch
+import glob
+import inspect
 import json
 import os
+import platform
+import re
+import sys
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import matplotlib
 
@@ -52,10 +75,11 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecTransposeImage
 
 from sb3_rssm import DreamerV1, DreamerV3, PlaNet
+from sb3_rssm.common.dmc import DMC_TASKS, ENV_ID_PREFIX
 from sb3_rssm.common.spaces import actions_to_model
 from sb3_rssm.common.type_aliases import SequenceSamples
 from sb3_rssm.common.world_model_algorithm import WorldModelAlgorithm
-from sb3_rssm.zoo import load_hyperparams
+from sb3_rssm.zoo import HYPERPARAMS_DIR, PRESETS, hyperparams_path, load_hyperparams
 
 WORLD_MODELS = {"dreamer_v1": DreamerV1, "dreamer_v3": DreamerV3, "planet": PlaNet}
 BASELINES = {"sac": SAC, "dqn": DQN, "ppo": PPO}
@@ -304,32 +328,8 @@ def merge_results(path: str, new: dict) -> list[dict]:
 
 
 def write_report(results: list[dict], out: str) -> None:
-    commands = list(dict.fromkeys(r["command"] for r in results if "command" in r))
-    lines = [f"Command: `{command}`" for command in commands] + [
-        "",
-        "| algorithm | env | seeds | env steps | final eval return per seed | mean ± std | median "
-        "| wall time per run (median) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in sorted(results, key=lambda r: (r["env"], ALGOS.index(r["algo"]) if r["algo"] in ALGOS else 99, r["seed"])):
-        groups.setdefault((r["algo"], r["env"]), []).append(r)
-    for (algo, env_id), runs in groups.items():
-        returns = np.array([r["final_return"] for r in runs])
-        walls = np.array([r["wall_s"] for r in runs])
-        per_seed = ", ".join(f"{r['final_return']:.1f} (seed {r['seed']})" for r in runs)
-        lines.append(
-            f"| {algo} | {env_id} | {len(runs)} | {runs[0]['timesteps']} | {per_seed} | {returns.mean():.1f} ± "
-            f"{returns.std():.1f} | {np.median(returns):.1f} | {np.median(walls):.0f} s |"
-        )
-    repeats = {r["env"]: r.get("action_repeat", 1) for r in results if r.get("action_repeat", 1) > 1}
-    if repeats:
-        lines += [
-            "",
-            "Env steps are agent steps; frames = steps x action repeat ("
-            + ", ".join(f"{env_id}: {repeat}" for env_id, repeat in repeats.items())
-            + ").",
-        ]
+    """``table.md`` (:func:`results_table`, and the published figures for the envs that have them) and the curves."""
+    lines = results_table(results, os.path.join(out, "results.json"))
     anchors = [anchor for env_id in dict.fromkeys(r["env"] for r in results) for anchor in PUBLISHED.get(env_id, [])]
     if anchors:
         lines += ["", "Published, for reference (paper-size models on GPUs):", *(f"- {anchor}" for anchor in anchors)]
@@ -364,6 +364,426 @@ def plot_curves(results: list[dict], env_id: str, out: str) -> None:
     plt.close()
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Generated tables: results (from results.json) and presets (from the zoo YAML), for table.md and the docs' marked blocks
+
+#: the repository this script belongs to: README.md and docs/*.md there are the files --write-docs rewrites
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: the markdown files with marked blocks, relative to the repository root (glob patterns)
+DOC_FILES = ("README.md", "docs/*.md")
+#: names in the tables; the keys are what --algos takes
+DISPLAY_NAMES = {
+    "dreamer_v1": "DreamerV1",
+    "dreamer_v3": "DreamerV3",
+    "planet": "PlaNet",
+    "sac": "SB3 SAC",
+    "dqn": "SB3 DQN",
+    "ppo": "SB3 PPO",
+    "random": "random actions",
+}
+_BLOCK_OPTIONS = {"results": ("per-seed", "curves", "env", "algos"), "presets": ("preset", "env")}
+_BLOCK = re.compile(
+    r"^<!-- (?P<kind>results|presets)(?::(?P<arg>[^\s>]+))?(?P<options>(?: +[^\s>]+)*) *-->\n"
+    r"(?P<body>.*?)^<!-- /(?P=kind) -->$",
+    re.MULTILINE | re.DOTALL,
+)
+_BLOCK_START = re.compile(r"^<!-- (?:results|presets)\b.*-->$", re.MULTILINE)
+
+
+class DocBlock(NamedTuple):
+    """A marked block of a markdown file: ``<!-- kind:arg options -->`` (its first line), body, ``<!-- /kind -->``."""
+
+    kind: str
+    arg: Optional[str]
+    options: dict[str, str]
+    marker: str
+    line: int
+    body_start: int
+    body_end: int
+
+
+def machine_description() -> str:
+    """What ran this process: CPU model (``/proc/cpuinfo``, else :mod:`platform`), usable CPUs, GPU, torch version."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.lower().startswith("model name")), "")
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine() or "unknown CPU"
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = f", {th.cuda.get_device_name(0)}" if th.cuda.is_available() else ""
+    return f"{model}, {cpus} CPUs{gpu}, torch {th.__version__}"
+
+
+def _display(algo: str) -> str:
+    return DISPLAY_NAMES.get(algo, algo)
+
+
+def _ordered_groups(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """The runs grouped by (algorithm, env): envs in order of appearance, algorithms in :data:`ALGOS` order, seeds sorted."""
+    envs = list(dict.fromkeys(r["env"] for r in results))
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in sorted(
+        results, key=lambda r: (envs.index(r["env"]), ALGOS.index(r["algo"]) if r["algo"] in ALGOS else 99, r["seed"])
+    ):
+        groups.setdefault((r["algo"], r["env"]), []).append(r)
+    return groups
+
+
+def _steps(runs: list[dict]) -> str:
+    """Env steps of the runs (a range where they differ); with an action repeat, the frames too."""
+    steps = sorted({int(r["timesteps"]) for r in runs})
+    text = f"{steps[0]:,}" if len(steps) == 1 else f"{steps[0]:,} to {steps[-1]:,}"
+    repeat = runs[0].get("action_repeat", 1)
+    if repeat > 1:
+        text += f" ({_count(steps[0] * repeat)} frames)"
+    return text
+
+
+def _count(n: float) -> str:
+    """1000000 -> ``1M``, 100008 -> ``100k``: a frame budget as the papers write it."""
+    return f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e3 else f"{n:.0f}"
+
+
+def _wall(seconds: float) -> str:
+    return f"{seconds:,.0f} s"
+
+
+def _curve(run: dict) -> str:
+    """A run's evaluations (mean return per evaluation): 1 decimal where every one is under 1000 in size, else 0."""
+    if run["algo"] == "random":
+        return ""
+    values = run["curve_returns"]
+    digits = 1 if all(abs(v) < 1000 for v in values) else 0
+    return ", ".join(f"{v:.{digits}f}" for v in values)
+
+
+def results_table(results: list[dict], source: str, per_seed: bool = False, curves: bool = False) -> list[str]:
+    """
+    The table of some benchmark runs (``results.json`` records), as markdown lines: final evaluation return per seed,
+    mean ± std (over seeds) and median, wall time, and for every row the command that made it (a numbered list under
+    the table; "not recorded" for runs written before the script recorded commands), with machine and date where
+    the runs recorded them. ``table.md`` and the docs' ``<!-- results:... -->`` blocks are this.
+
+    :param results: the runs
+    :param source: where they were read, named under the table (e.g. ``docs/benchmarks/pendulum/results.json``)
+    :param per_seed: one row per run, and a row of mean, std and median per algorithm and env with several seeds;
+        otherwise one row per algorithm and env
+    :param curves: (with ``per_seed``) a column with each run's evaluations during training
+    :return: the lines, without trailing newlines
+    """
+    groups = _ordered_groups(results)
+    # numbered in the order the rows first use them
+    commands = list(dict.fromkeys(r.get("command") for runs in groups.values() for r in runs))
+
+    def ref(runs: list[dict]) -> str:
+        refs = [f"[{commands.index(r.get('command')) + 1}]" for r in runs]
+        return refs[0] if len(set(refs)) == 1 else ", ".join(refs)
+
+    if per_seed:
+        evaluations = " | evaluations during training" if curves else ""
+        lines = [
+            f"| algorithm | env | seed | env steps | final eval return{evaluations} | wall time | command |",
+            "|---|---|---|---|---|" + ("---|" if curves else "") + "---|---|",
+        ]
+    else:
+        lines = [
+            "| algorithm | env | env steps | seeds | final eval return per seed | mean ± std | median "
+            "| wall time per run (median) | command per seed |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+    for (algo, env_id), runs in groups.items():
+        returns = np.array([r["final_return"] for r in runs])
+        walls = np.array([r["wall_s"] for r in runs])
+        seeds = ", ".join(str(r["seed"]) for r in runs)
+        if per_seed:
+            for r in runs:
+                cells = [_display(algo), env_id, str(r["seed"]), _steps([r]), f"{r['final_return']:.1f}"]
+                cells += [_curve(r)] if curves else []
+                lines.append("| " + " | ".join([*cells, _wall(r["wall_s"]), ref([r])]) + " |")
+            if len(runs) > 1:
+                summary = f"**median {np.median(returns):.1f}** (mean ± std {returns.mean():.1f} ± {returns.std():.1f})"
+                cells = [f"{_display(algo)}, {len(runs)} seeds", env_id, seeds, "", summary] + ([""] if curves else [])
+                lines.append("| " + " | ".join([*cells, f"median {_wall(np.median(walls))}", ""]) + " |")
+        else:
+            spread = f"{returns.mean():.1f} ± {returns.std():.1f}" if len(runs) > 1 else ""
+            per_seed_returns = ", ".join(f"{r['final_return']:.1f}" for r in runs)
+            cells = [_display(algo), env_id, _steps(runs), seeds, per_seed_returns, spread]
+            cells += [f"**{np.median(returns):.1f}**", _wall(np.median(walls)), ref(runs)]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Commands, as recorded in `{source}`:", ""]
+    places = {(r.get("machine"), r.get("date")) for r in results}
+    for number, command in enumerate(commands, 1):
+        runs = [r for r in results if r.get("command") == command]
+        text = f"`{command}`" if command is not None else "not recorded (runs written before the script recorded it)"
+        recorded = sorted({f"{r['machine']}, {r['date']}" for r in runs if r.get("machine") and r.get("date")})
+        if places != {(None, None)}:
+            text += f" ({'; '.join(recorded)})" if recorded else " (machine/date: not recorded)"
+        lines.append(f"{number}. {text}")
+    lines.append("")
+    notes = []
+    if places == {(None, None)}:
+        notes.append("Machine/date: not recorded in these runs.")
+    outs = {match[1] for r in results for match in [re.search(r"--out (\S+)", r.get("command") or "")] if match}
+    if outs - {os.path.dirname(source)}:
+        notes.append("A command's `--out` is where its runs were written first; `--combine` merged them into this folder.")
+    repeats = {r["env"]: r["action_repeat"] for r in results if r.get("action_repeat", 1) > 1}
+    if repeats:
+        notes.append(
+            "Env steps are agent steps, each `action_repeat` frames ("
+            + ", ".join(f"{env_id}: {repeat}" for env_id, repeat in repeats.items())
+            + ")."
+        )
+    if curves:
+        notes.append("Evaluations during training: the mean return of each evaluation, every `--eval-freq` agent steps.")
+    notes.append(
+        "Final eval return: the mean return of `--eval-episodes` deterministic episodes after training; ± is the std "
+        "over seeds."
+    )
+    lines.append(" ".join(notes))
+    return lines
+
+
+def _policy_default(algorithm: type, policy: str, name: str) -> Any:
+    """The default of a ``policy_kwargs`` entry: the first constructor along the policy's MRO that takes ``name``."""
+    for cls in algorithm.policy_aliases[policy].__mro__:
+        parameters = inspect.signature(cls.__init__).parameters if "__init__" in vars(cls) else {}
+        if name in parameters:
+            return parameters[name].default
+    raise KeyError(f"{algorithm.__name__}'s {policy} takes no {name!r}")
+
+
+def _model(algo: str, policy: str, policy_kwargs: dict[str, Any]) -> str:
+    """The model size of a zoo entry: DreamerV3's ``size`` preset; the RSSM, encoder and CEM sizes of the others."""
+    algorithm = WORLD_MODELS[algo]
+
+    def get(name: str) -> Any:
+        return policy_kwargs.get(name, _policy_default(algorithm, policy, name))
+
+    if algo == "dreamer_v3":
+        overrides = ["deterministic_size", "hidden_size", "classes", "cnn_depth", "mlp_units", "actor_units", "critic_units"]
+        given = [f"{name}={policy_kwargs[name]}" for name in overrides if name in policy_kwargs]
+        return ", ".join([f"`{get('size')}`", *given])
+    text = f"RSSM {get('stochastic_size')}/{get('deterministic_size')}/{get('hidden_size')}"
+    text += f", conv depth {get('cnn_depth')}" if policy != "MlpPolicy" else f", MLP {get('mlp_units')}"
+    if algo == "planet":
+        plan = "planning_horizon", "num_candidates", "num_elites", "cem_iterations"
+        text += ", CEM " + " / ".join(str(get(name)) for name in plan)
+    return text
+
+
+def preset_rows(hyperparams_dir: str = HYPERPARAMS_DIR) -> list[dict[str, Any]]:
+    """
+    Every entry of the zoo's YAML files (``<algo>.yml`` and ``<preset>/<algo>.yml`` under ``hyperparams_dir``) with its
+    effective settings: the YAML's, else the constructor's defaults.
+
+    :param hyperparams_dir: the folder of the YAML files
+    :return: one dict per entry (algo, preset, file, env, policy, model, batch_size, sequence_length, learning_starts,
+        train_freq, gradient_steps, replay_ratio, n_timesteps, other: the YAML's other settings)
+    """
+    import yaml
+
+    shown = {"policy", "policy_kwargs", "batch_size", "sequence_length", "learning_starts", "train_freq", "gradient_steps"}
+    rows = []
+    for algo, algorithm in WORLD_MODELS.items():
+        defaults = inspect.signature(algorithm.__init__).parameters
+        for preset in PRESETS:
+            path = os.path.join(hyperparams_dir, os.path.relpath(hyperparams_path(algo, preset), HYPERPARAMS_DIR))
+            if not os.path.isfile(path):
+                continue
+            with open(path) as f:
+                entries = yaml.safe_load(f) or {}
+            for env_id, entry in entries.items():
+                kwargs = load_hyperparams(algo, env_id, path=path)
+                row: dict[str, Any] = {k: kwargs.get(k, defaults[k].default) for k in shown - {"policy", "policy_kwargs"}}
+                policy = kwargs.get("policy", "MlpPolicy")
+                train_freq = row["train_freq"]
+                if isinstance(train_freq, tuple):
+                    train_freq = train_freq[0] if train_freq[1] == "step" else None
+                n_envs = entry.get("n_envs", 1)
+                replayed = row["gradient_steps"] * row["batch_size"] * row["sequence_length"]
+                row.update(
+                    algo=algo,
+                    preset=preset,
+                    file=os.path.relpath(path, hyperparams_dir),
+                    env=env_id,
+                    policy=policy,
+                    model=_model(algo, policy, kwargs.get("policy_kwargs", {})),
+                    replay_ratio=replayed / (train_freq * n_envs) if train_freq else None,
+                    n_timesteps=entry.get("n_timesteps"),
+                    other={k: v for k, v in entry.items() if k not in shown and k != "n_timesteps"},
+                )
+                rows.append(row)
+    return rows
+
+
+def _ratio(value: Optional[float]) -> str:
+    if value is None:
+        return "per episode"
+    return f"{value:,.0f}" if abs(value - round(value)) < 1e-9 else f"{value:.1f}"
+
+
+def _frames(env_id: str, steps: Optional[int]) -> str:
+    """``n_timesteps``, with the frames it is on the dm_control ids (the registered action repeat)."""
+    if steps is None:
+        return ""
+    text = f"{int(steps):,}"
+    name = env_id[len(ENV_ID_PREFIX) :].rsplit("-", 2)[0] if env_id.startswith(ENV_ID_PREFIX) else None
+    if name in DMC_TASKS:
+        text += f" ({_count(int(steps) * DMC_TASKS[name][2])} frames)"
+    return text
+
+
+def presets_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The zoo entries ``rows`` (from :func:`preset_rows`) as markdown lines: the docs' ``<!-- presets -->`` blocks."""
+    lines = [
+        "| algorithm | file | env id | policy | model | batch x sequence | `learning_starts` | `train_freq` "
+        "| `gradient_steps` | replay ratio | `n_timesteps` | other settings |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        train_freq = row["train_freq"]
+        train_freq = train_freq[0] if isinstance(train_freq, tuple) and train_freq[1] == "step" else train_freq
+        other = ", ".join(f"`{key}: {value}`" for key, value in row["other"].items())
+        cells = [_display(row["algo"]), f"`{row['file']}`", f"`{row['env']}`", row["policy"], row["model"]]
+        cells += [f"{row['batch_size']} x {row['sequence_length']}", f"{row['learning_starts']:,}", str(train_freq)]
+        cells += [str(row["gradient_steps"]), _ratio(row["replay_ratio"]), _frames(row["env"], row["n_timesteps"]), other]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Generated from `sb3_rssm/zoo/hyperparams/` (`python examples/benchmark.py --write-docs`); what an entry does not "
+        "set is the constructor's default. Replay ratio: replayed steps per agent step, `gradient_steps * batch_size * "
+        "sequence_length / train_freq` (one env). Model: DreamerV3's `size` preset; for the others the RSSM's "
+        "stochastic / deterministic / hidden sizes, the conv encoder's depth or the vector MLP's units, and PlaNet's CEM "
+        "horizon / candidates / elites / iterations.",
+    ]
+    return lines
+
+
+def _parse_options(kind: str, text: str, where: str) -> dict[str, str]:
+    options = {}
+    for token in text.split():
+        key, _, value = token.partition("=")
+        if key not in _BLOCK_OPTIONS[kind]:
+            raise ValueError(f"{where}: unknown option {key!r} of a {kind} block (options: {_BLOCK_OPTIONS[kind]})")
+        options[key] = value
+    return options
+
+
+def doc_blocks(text: str, where: str = "<text>") -> list[DocBlock]:
+    """
+    The marked blocks of a markdown text.
+
+    :param text: the text
+    :param where: its name in error messages
+    :return: the blocks, in order
+    :raises ValueError: a start marker without its end marker, or an unknown option
+    """
+    blocks = []
+    for match in _BLOCK.finditer(text):
+        line = text.count("\n", 0, match.start()) + 1
+        options = _parse_options(match["kind"], match["options"], f"{where}:{line}")
+        marker = text[match.start() : text.index("\n", match.start())]
+        blocks.append(DocBlock(match["kind"], match["arg"], options, marker, line, match.start("body"), match.end("body")))
+    starts = {text.count("\n", 0, m.start()) + 1 for m in _BLOCK_START.finditer(text)}
+    unclosed = sorted(starts - {block.line for block in blocks})
+    if unclosed:
+        raise ValueError(
+            f"{where}:{unclosed[0]}: a block marker without its end marker (<!-- /results --> or <!-- /presets -->)"
+        )
+    return blocks
+
+
+def render_block(block: DocBlock, root: str = REPO_ROOT, hyperparams_dir: str = HYPERPARAMS_DIR) -> str:
+    """
+    What a marked block should hold: a results table of ``<root>/<folder>/results.json`` or a presets table.
+
+    :param block: the block (its kind, argument and options)
+    :param root: the repository root, which results folders are relative to
+    :param hyperparams_dir: the zoo's YAML folder (presets blocks)
+    :return: the block's body, ending with a newline
+    """
+
+    def selected(option: str, value: str) -> bool:
+        patterns = block.options.get(option)
+        return not patterns or any(fnmatch.fnmatchcase(value, pattern) for pattern in patterns.split(","))
+
+    if block.kind == "results":
+        if not block.arg:
+            raise ValueError(f"{block.marker}: a results block names its folder, e.g. <!-- results:docs/benchmarks/x -->")
+        source = f"{block.arg.rstrip('/')}/results.json"
+        if not os.path.isfile(os.path.join(root, source)):
+            raise ValueError(f"{block.marker}: there is no {source}")
+        with open(os.path.join(root, source)) as f:
+            runs = [r for r in json.load(f) if selected("env", r["env"]) and selected("algos", r["algo"])]
+        if not runs:
+            raise ValueError(f"{block.marker}: no run of {source} passes its filters")
+        lines = results_table(runs, source, per_seed="per-seed" in block.options, curves="curves" in block.options)
+    else:
+        algos = block.arg.split(",") if block.arg else list(WORLD_MODELS)
+        rows = [
+            row
+            for row in preset_rows(hyperparams_dir)
+            if row["algo"] in algos and selected("preset", row["preset"]) and selected("env", row["env"])
+        ]
+        if not rows:
+            raise ValueError(f"{block.marker}: no zoo entry passes its filters")
+        lines = presets_table(rows)
+    return "\n".join(lines) + "\n"
+
+
+def refresh_doc_text(
+    text: str, where: str = "<text>", root: str = REPO_ROOT, hyperparams_dir: str = HYPERPARAMS_DIR
+) -> tuple[str, list[str]]:
+    """
+    A markdown text with every marked block regenerated, and the blocks that differed.
+
+    :param text: the text
+    :param where: its name in the report and error messages
+    :param root: the repository root (results folders are relative to it)
+    :param hyperparams_dir: the zoo's YAML folder
+    :return: the new text, and ``"<where>:<line> <marker>"`` for each block whose body changed
+    """
+    pieces, stale, position = [], [], 0
+    for block in doc_blocks(text, where):
+        try:
+            body = render_block(block, root, hyperparams_dir)
+        except ValueError as error:
+            raise ValueError(f"{where}:{block.line} {error}") from error
+        pieces += [text[position : block.body_start], body]
+        position = block.body_end
+        if text[block.body_start : block.body_end] != body:
+            stale.append(f"{where}:{block.line} {block.marker}")
+    return "".join([*pieces, text[position:]]), stale
+
+
+def doc_paths(root: str = REPO_ROOT) -> list[str]:
+    """The markdown files of :data:`DOC_FILES` under ``root``."""
+    return [path for pattern in DOC_FILES for path in sorted(glob.glob(os.path.join(root, pattern)))]
+
+
+def refresh_docs(root: str = REPO_ROOT, write: bool = False, hyperparams_dir: str = HYPERPARAMS_DIR) -> list[str]:
+    """
+    Regenerate every marked block of README.md and docs/*.md; with ``write``, save the files that changed.
+
+    :param root: the repository root
+    :param write: rewrite the files (``--write-docs``); otherwise only compare (``--check-docs``)
+    :param hyperparams_dir: the zoo's YAML folder
+    :return: the blocks that differed from their source, as ``"<file>:<line> <marker>"``
+    """
+    stale = []
+    for path in doc_paths(root):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        new_text, changed = refresh_doc_text(text, os.path.relpath(path, root), root, hyperparams_dir)
+        stale += changed
+        if write and changed:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(new_text)
+    return stale
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--algos", nargs="+", default=["dreamer_v1"], choices=ALGOS, help="algorithms to run")
@@ -384,7 +804,30 @@ def main() -> None:
         metavar="FOLDER",
         help="run nothing: merge the results.json of these folders into --out and draw its table and curves from them",
     )
+    docs = parser.add_mutually_exclusive_group()
+    docs.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="run nothing: rewrite every <!-- results:FOLDER --> and <!-- presets --> block of README.md and docs/*.md",
+    )
+    docs.add_argument(
+        "--check-docs",
+        action="store_true",
+        help="run nothing: exit 1, listing them, if any of those blocks differs from what its source gives",
+    )
+    parser.add_argument("--root", default=REPO_ROOT, help="repository whose docs --write-docs / --check-docs read")
     args = parser.parse_args()
+    if args.write_docs or args.check_docs:
+        try:
+            stale = refresh_docs(args.root, write=args.write_docs)
+        except ValueError as error:  # a block that cannot be generated: a missing folder, an unclosed marker, ...
+            sys.exit(f"error: {error}")
+        verb = "rewrote" if args.write_docs else "differs from its source"
+        print("\n".join(f"{block}: {verb}" for block in stale) or "every marked block matches its source")
+        if stale and args.check_docs:
+            print("run: python examples/benchmark.py --write-docs", file=sys.stderr)
+            sys.exit(1)
+        return
     th.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     if args.combine:
@@ -409,13 +852,15 @@ def main() -> None:
         + (["--tiny"] if args.tiny else [])
     )
     results: list[dict] = []
+    machine = machine_description()
     for env_id in args.envs:
         for algo in args.algos:
             for seed in args.seeds:
+                date = datetime.date.today().isoformat()  # the day the run started
                 result = run(
                     algo, env_id, seed, args.timesteps, args.eval_freq, args.eval_episodes, args.out, args.tiny, args.preset
                 )
-                result["command"] = command
+                result.update(command=command, machine=machine, date=date)
                 print(json.dumps({k: v for k, v in result.items() if not k.startswith("curve")}), flush=True)
                 results = merge_results(os.path.join(args.out, "results.json"), result)
     write_report(results, args.out)

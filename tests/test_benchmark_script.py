@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import pytest
+from stable_baselines3.common import evaluation
+from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_rssm.common.dmc import dmc_env_id
 
@@ -49,14 +51,16 @@ def test_benchmark_writes_table_and_curves(tmp_path):
     assert sorted((r["algo"], r["seed"]) for r in results) == [(a, seed) for a in ("dreamer_v1", "planet") for seed in (0, 1)]
     assert all(r["timesteps"] == 40 and r["curve_steps"] == [20, 40] for r in results)
     table = open(os.path.join(out, "table.md")).read()
-    assert table.startswith("Command: `python examples/benchmark.py --algos dreamer_v1 planet --envs Pendulum-v1")
-    assert "| dreamer_v1 | Pendulum-v1 | 2 | 40 | " in table and "| planet | Pendulum-v1 | 2 | 40 | " in table
+    assert "\n1. `python examples/benchmark.py --algos dreamer_v1 planet --envs Pendulum-v1" in table
+    assert "| DreamerV1 | Pendulum-v1 | 40 | 0, 1 | " in table and "| PlaNet | Pendulum-v1 | 40 | 0, 1 | " in table
+    # each run records where and when it ran, for the docs' generated tables
+    assert all(r["machine"] and len(r["date"]) == len("2026-12-05") for r in results)
     with open(os.path.join(out, "curve_Pendulum-v1.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
     # a dm_control pixel id: the zoo YAML's CnnPolicy settings (shrunk by --tiny), frames noted under the table
     table = open(os.path.join(out + "_pixels", "table.md")).read()
-    assert f"| dreamer_v1 | {pixels} | 1 | 20 | " in table and f"({pixels}: 8)" in table
+    assert f"| DreamerV1 | {pixels} | 20 (160 frames) | 0 | " in table and f"({pixels}: 8)" in table
     assert os.path.isfile(os.path.join(out + "_pixels", f"curve_{pixels.replace('/', '-')}.png"))
     # each world model's policy, as examples/quickstart_pixels.py loads the shipped one
     assert os.path.isfile(os.path.join(out + "_pixels", f"dreamer_v1_{pixels.replace('/', '-')}_0", "policy.zip"))
@@ -74,19 +78,34 @@ def test_shipped_pixel_checkpoint_loads_and_acts():
     assert actions.shape == (2, 1) and np.all(np.abs(actions) <= 1) and len(state) == 3
 
 
-def test_benchmark_runs_sb3_baselines_on_cartpole(tmp_path):
+def test_benchmark_runs_sb3_baselines_on_cartpole(tmp_path, monkeypatch):
     # DQN and PPO with rl-zoo3's CartPole-v1 settings (shrunk by --tiny); PPO's env steps count all of its envs
+    # the script's own evaluations of each agent after training, episode by episode (EvalCallback keeps its own
+    # reference to evaluate_policy: its evaluations during training are not recorded here)
+    final_evaluations = {}
+
+    def recording_evaluate_policy(model, env, n_eval_episodes=10, **kwargs):
+        rewards, lengths = evaluate_policy(model, env, n_eval_episodes=n_eval_episodes, return_episode_rewards=True, **kwargs)
+        final_evaluations[type(model).__name__] = (rewards, lengths)
+        return float(np.mean(rewards)), float(np.std(rewards))
+
+    monkeypatch.setattr(evaluation, "evaluate_policy", recording_evaluate_policy)
     out = str(tmp_path / "cartpole")
     argv = "--algos dqn ppo random --envs CartPole-v1 --seeds 0 --timesteps 64 --eval-freq 32 --eval-episodes 1"
     _run([*argv.split(), "--threads", "1", "--tiny", "--out", out])
     results = {r["algo"]: r for r in json.load(open(os.path.join(out, "results.json")))}
     assert set(results) == {"dqn", "ppo", "random"}
     assert results["dqn"]["curve_steps"] == [32, 64] and results["ppo"]["curve_steps"][-1] == 64
-    assert all(r["final_return"] >= 1 for r in results.values())
+    # each final return is the return of the one (--eval-episodes 1) evaluation episode of that agent after training,
+    # a CartPole return (+1 per step: the episode's length)
+    for algo, agent in (("dqn", "DQN"), ("ppo", "PPO"), ("random", "RandomAgent")):
+        rewards, lengths = final_evaluations[agent]
+        assert len(rewards) == 1 and rewards == [float(length) for length in lengths], (agent, rewards, lengths)
+        assert results[algo]["final_return"] == rewards[0], (algo, results[algo]["final_return"], rewards)
     table = open(os.path.join(out, "table.md")).read()
     # DQN collects in rollouts of train_freq steps, so it may stop a little after 64
-    assert f"| dqn | CartPole-v1 | 1 | {results['dqn']['timesteps']} | " in table
-    assert "| ppo | CartPole-v1 | 1 | 64 | " in table
+    assert f"| SB3 DQN | CartPole-v1 | {results['dqn']['timesteps']} | 0 | " in table
+    assert "| SB3 PPO | CartPole-v1 | 64 | 0 | " in table
 
 
 def test_benchmark_names_a_missing_baseline_setting():
@@ -121,7 +140,8 @@ def test_benchmark_combines_the_runs_of_several_folders_without_running(tmp_path
     results = json.load(open(out / "results.json"))
     assert sorted((r["algo"], r["seed"]) for r in results) == [("dreamer_v1", 0), ("planet", 0), ("planet", 1)]
     table = (out / "table.md").read_text()
-    assert "| dreamer_v1 | Pendulum-v1 | 1 |" in table and "| planet | Pendulum-v1 | 2 |" in table and "-170.5" in table
+    assert "| DreamerV1 | Pendulum-v1 | 40 | 0 |" in table and "| PlaNet | Pendulum-v1 | 40 | 0, 1 |" in table
+    assert "-170.5" in table
     assert (out / "curve_Pendulum-v1.png").stat().st_size > 0
     # nothing was trained: no run folders
     assert sorted(p.name for p in out.iterdir()) == ["curve_Pendulum-v1.png", "results.json", "table.md"]
