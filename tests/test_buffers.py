@@ -293,15 +293,19 @@ def valid_chunks(streams: list, length: int) -> set:
 
 
 def sampled_chunks(batch, streams: list) -> list:
-    """The (env, first row id) of each sampled chunk, after checking it is consecutive rows of one stream."""
-    obs = batch.observations.numpy()
+    """
+    The (env, first row id) of each sampled chunk, after checking it is consecutive rows of one stream, whose
+    ``is_first`` flags mark the episodes' first rows (a chunk may cross episodes).
+    """
+    obs, is_first = batch.observations.numpy(), batch.is_first.numpy()
     chunks = []
-    for chunk in obs:
+    for chunk, flags in zip(obs, is_first):
         env = int(chunk[0, 1])
         assert np.all(chunk[:, 1] == env), "a chunk mixes env streams"
         ids = streams[env]
         k = ids.index(int(chunk[0, 0]))
         assert list(chunk[:, 0]) == ids[k : k + len(chunk)], f"not consecutive rows of env {env}'s stream: {chunk[:, 0]}"
+        np.testing.assert_array_equal(flags, chunk[:, 0] >= 1000)
         chunks.append((env, int(chunk[0, 0])))
     return chunks
 

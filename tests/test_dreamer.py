@@ -29,16 +29,30 @@ def test_lambda_return_limits():
 
 
 def test_box_actor_bounds_mode_and_gradient():
+    """
+    The mode is ``tanh`` of the soft-clipped mean (the class docstring), and ``act``, which acting uses, returns that
+    mode when deterministic and otherwise the tanh-Normal's reparameterized sample with the same random draw.
+    Breaks if ``act`` or ``mode`` drops the soft clip or the tanh, or ``act`` samples with another std or draw.
+    """
     th.manual_seed(0)
     actor = Actor(6, spaces.Box(-1, 1, (2,)), units=8, layers=1)
-    features = th.randn(100, 6)
+    features = th.randn(100, 6) * 3
     distribution = actor.distribution(features)
     sample = actor.sample(distribution)
     assert sample.shape == (100, 2) and sample.abs().max() <= 1
     sample.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.parameters())
-    mode = actor(features, deterministic=True)
-    th.testing.assert_close(mode, actor(features, deterministic=True))
+    with th.no_grad():
+        mean = actor.net(features).chunk(2, dim=-1)[0]
+        mode = th.tanh(actor.mean_scale * th.tanh(mean / actor.mean_scale))
+        th.testing.assert_close(actor(features, deterministic=True), mode)
+        th.testing.assert_close(actor.act(features, deterministic=True), mode)
+        th.manual_seed(1)
+        expected = actor(features)
+        th.manual_seed(1)
+        acted = actor.act(features)
+    th.testing.assert_close(acted, expected)
+    assert acted.abs().max() <= 1 and not th.allclose(acted, mode, atol=0.1)  # a sample, spread around the mode
     assert th.isfinite(actor.entropy(distribution)).all()
 
 
@@ -76,7 +90,7 @@ def test_actor_gradient_flows_through_imagined_dynamics():
     _, returns, weights, _ = model.imagine(posterior.detach().flatten())
     model.update.backward(-(weights * returns).mean(), "actor")
     # the first action only affects returns through the dynamics, so a non-zero gradient proves the path
-    assert all(p.grad is not None for p in model.policy.actor.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.policy.actor.parameters())
     assert all(p.grad is None for p in model.policy.world_model.parameters())
     assert np.isfinite(returns.detach().numpy()).all()
 

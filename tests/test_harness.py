@@ -15,7 +15,7 @@ import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from benchmarks import break_pixel_test, episode_ends, gpu_check, planet_diagnostics, planner_ceiling, run, update_time
+from benchmarks import break_tests, episode_ends, gpu_check, planet_diagnostics, planner_ceiling, run, update_time
 from benchmarks.flops import FlopCounter, OpFlopCounter
 from sb3_rssm import PlaNet
 from tests.conftest import tiny_model
@@ -85,14 +85,65 @@ def test_docs_are_rewritten_only_with_write_docs(tmp_path, monkeypatch):
     assert "--write-docs" not in written[0][0]
 
 
-def test_planet_diagnostics_compare_predicted_and_true_plan_returns():
+def pendulum_return(state: np.ndarray, actions: np.ndarray) -> float:
+    """The rewards of ``actions`` from ``state`` ((angle, angular velocity)) in a fresh Pendulum."""
+    pendulum = gym.make("Pendulum-v1").unwrapped
+    pendulum.reset(seed=0)
+    pendulum.state = state.copy()
+    return float(sum(pendulum.step(action)[1] for action in actions))
+
+
+def test_planet_diagnostics_compare_predicted_and_true_plan_returns(monkeypatch):
+    """
+    Each row's ``true`` is the return of the plan CEM settled on, executed from the env's state at that step (the
+    plan whose first action the env then gets), and ``predicted`` the model's return of that plan imagined on the
+    prior mean from the belief it was planned from. Breaks if the plan, the state or the action units are not the
+    ones of that step, or ``predicted`` imagines another plan or from another state.
+    """
     model = tiny_model(PlaNet, "MlpPolicy", "Pendulum-v1", seed=0)
     model.learn(40)
+    world_model, planner = model.policy.world_model, model.policy.planner
+    env_steps, plans, beliefs = [], [], []
+    make = gym.make
+
+    class Recording(gym.Wrapper):
+        """The diagnosed env: its state before each step and the action it gets."""
+
+        def step(self, action):
+            env_steps.append((self.unwrapped.state.copy(), np.array(action)))
+            return super().step(action)
+
+    true_return, plan = planet_diagnostics.true_return, planner.plan
+
+    def recording_true_return(env, actions):
+        plans.append((env.unwrapped.state.copy(), np.array(actions)))
+        return true_return(env, actions)
+
+    def recording_plan(model, belief, return_distribution=False):
+        beliefs.append(belief)
+        return plan(model, belief, return_distribution)
+
+    monkeypatch.setattr(planet_diagnostics.gym, "make", lambda env_id: Recording(make(env_id)))
+    monkeypatch.setattr(planet_diagnostics, "true_return", recording_true_return)
+    monkeypatch.setattr(planner, "plan", recording_plan)
     rows = planet_diagnostics.diagnose(model, "Pendulum-v1", episodes=1, seed=0)
     assert len(rows) == 200 and rows[-1]["t"] == 199
+    assert len(env_steps) == len(plans) == len(beliefs) == 200
     assert all(np.isfinite([r["predicted"], r["true"], r["elite_return"], r["candidate_return_std"]]).all() for r in rows)
-    # Pendulum's rewards are at most 0: the true return of a 3-step plan is too
-    assert all(r["true"] <= 0 for r in rows)
+    for row, (state, actions), (env_state, action) in zip(rows, plans, env_steps):
+        np.testing.assert_array_equal(state, env_state)  # planned from the state the env is in at that step
+        assert actions.shape == (planner.horizon, 1) and np.abs(actions).max() <= 2  # Pendulum's torques
+        np.testing.assert_allclose(actions[0], action, rtol=1e-6)  # the plan acted on
+        assert row["true"] == pytest.approx(pendulum_return(state, actions), rel=1e-6)
+    # the model's return of each plan (in the model's [-1, 1] units), imagined on the prior mean from its belief
+    for row, belief, (_, actions) in zip(rows, beliefs, plans):
+        with th.no_grad():
+            state, predicted = belief, 0.0
+            for action in th.as_tensor(model.policy.scale_action(actions), dtype=th.float32):
+                state = world_model.rssm.imagine_step(state, action[None], sample=False)
+                predicted += float(world_model.reward(state.features))
+        assert row["predicted"] == pytest.approx(predicted, rel=1e-5, abs=1e-6)
+    assert np.std([r["true"] for r in rows]) > 0.1 and np.std([r["predicted"] for r in rows]) > 0
 
 
 def test_dreamer_v3_update_is_timed_whole_and_its_batched_matmuls_are_counted():
@@ -199,7 +250,7 @@ def test_cem_of_the_planner_ceiling_swings_the_true_pendulum_up_from_the_bottom(
     assert total > -500
 
 
-@pytest.mark.parametrize("name", break_pixel_test.BREAKS)
+@pytest.mark.parametrize("name", break_tests.CASES["dreamer_learns_from_pixels"])
 def test_each_break_of_the_pixel_test_breaks_what_it_says_and_nothing_else(monkeypatch, name):
     from sb3_rssm import DreamerV1
     from sb3_rssm.common.buffers import SequenceReplayBuffer
@@ -221,7 +272,7 @@ def test_each_break_of_the_pixel_test_breaks_what_it_says_and_nothing_else(monke
             rewards = model.policy.world_model.reward(features)
         return model.policy.obs_to_tensor(frame)[0], model.replay_buffer.sample(2).observations, rewards
 
-    (frame, batch, rewards), _ = observe(), break_pixel_test.apply_break(name)
+    (frame, batch, rewards), _ = observe(), break_tests.apply_break(name)
     broken_frame, broken_batch, broken_rewards = observe()
     assert th.equal(broken_frame, frame.flip(-2) if name == "predict_upside_down" else frame)
     assert th.equal(broken_batch, batch[:, :, [1, 0, 2]] if name == "train_channels_swapped" else batch)
