@@ -247,15 +247,13 @@ def test_training_batches_of_a_multi_input_policy_pass_through_its_vec_normalize
     assert model._n_updates > 0 and len(seen) == model._n_updates
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="package bug: under VecNormalize, collection stores VecNormalize's original observations, which for "
-    "channel-last images are not transposed to the (C, H, W) the buffer holds (SB3's issue #819)",
-)
 @pytest.mark.parametrize("space", ["box_64x64x3", "dict_20x20x1"])
 def test_vec_normalize_over_channel_last_images_collects(space):
-    """Channel-last frames under ``VecNormalize(norm_obs=False)``: collection stores them channel-first like without it."""
+    """
+    Channel-last frames under ``VecNormalize(norm_obs=False)``: collection stores them channel-first like without it
+    (it reads VecNormalize's original observations, from below SB3's VecTransposeImage; SB3's own algorithms store
+    them untransposed, SB3 issue #819).
+    """
     if space == "box_64x64x3":
         policy, make_env = "CnnPolicy", lambda: FakeImageEnv(5, 64, 64, 3, discrete=False)
     else:

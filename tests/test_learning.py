@@ -1,10 +1,14 @@
 """
-CI-sized learning: on the deterministic point-mass task (start -0.5, target 0.5, 30 steps) a random
-policy returns -27.6 +/- 5.1 (20 episodes), standing still -30, the best constant action (0.455) -12.1
-(with Discrete actions, always right: -13.5), and the optimum is -4.5. A tiny agent must return better
-than -12 (random mean + 3 std) in three evaluations in a row (every 100 steps, through SB3's
-``EvalCallback`` on an env of its own) within a couple of thousand steps; training stops there, so a test
-takes as long as its agent needs to learn.
+CI-sized learning. The point-mass task (start 0, 30 steps of at most 0.1, reward -|position - target|) draws its
+target per episode from -0.5 and +0.5, so an agent must observe it to know which way to go: the optimum is -1.0
+(five steps towards the target), and no policy blind to the observation can do better than -15 in expectation
+(for any position x, |x - 0.5| + |x + 0.5| >= 1, so each step costs at least 0.5 on average over the two targets),
+nor in an evaluation of one episode per target if it acts deterministically: it then takes the same path in both.
+A random policy returns -16.5 +/- 5.8 (100 episodes). A tiny agent must return more than -8 (the mean of one
+deterministic episode per target) in three evaluations in a row (every 100 steps, through SB3's ``EvalCallback``
+on envs of its own) within a couple of thousand steps; training stops there, so a test takes as long as its agent
+needs to learn.
+``benchmarks/break_learning_tests.py`` runs these tests with their agents broken on purpose: each must fail.
 """
 
 from typing import Callable, Optional
@@ -22,7 +26,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from sb3_rssm import DreamerV1, DreamerV3, PlaNet
 from sb3_rssm.common.envs import ColourCueEnv, PointMassEnv
 
-THRESHOLD = -12.0
+THRESHOLD = -8.0
+START, TARGETS = 0.0, (-0.5, 0.5)
 WORLD_MODEL = dict(stochastic_size=8, deterministic_size=32, hidden_size=32, mlp_units=32, reward_units=32, free_bits=1.0)
 COMMON = dict(learning_starts=300, batch_size=16, sequence_length=15, train_freq=30, gradient_steps=20, seed=0)
 # learning tests run several minutes on a slow 2-core machine: past pytest-timeout's default, which is there for hangs
@@ -63,15 +68,25 @@ def assert_learns(model: BaseAlgorithm, total_timesteps: int, eval_env: VecEnv, 
     assert stop.learned, f"{type(model).__name__} did not learn in {total_timesteps} steps; evaluations every 100: {returns}"
 
 
+def point_mass(discrete: bool = False) -> PointMassEnv:
+    """The training env of the point-mass tests: a target drawn per episode (see the module docstring)."""
+    return PointMassEnv(discrete=discrete, start=START, targets=TARGETS)
+
+
+def point_mass_eval_env(discrete: bool = False) -> VecEnv:
+    """One env per target: an evaluation of ``len(TARGETS)`` episodes runs one episode with each."""
+    return DummyVecEnv([lambda t=t: Monitor(PointMassEnv(discrete=discrete, start=START, target=t)) for t in TARGETS])
+
+
 def assert_learns_point_mass(model: BaseAlgorithm, total_timesteps: int, discrete: bool = False) -> None:
     """Train ``model`` until it has learned the point-mass task (see the module docstring), at most ``total_timesteps``."""
-    assert_learns(model, total_timesteps, DummyVecEnv([lambda: Monitor(PointMassEnv(discrete=discrete))]), THRESHOLD, 1)
+    assert_learns(model, total_timesteps, point_mass_eval_env(discrete), THRESHOLD, len(TARGETS))
 
 
 def test_dreamer_learns_point_mass():
     model = DreamerV1(
         "MlpPolicy",
-        PointMassEnv(),
+        point_mass(),
         learning_rate=1e-3,
         actor_learning_rate=3e-4,
         value_learning_rate=3e-4,
@@ -85,7 +100,7 @@ def test_dreamer_learns_point_mass():
 def test_planet_learns_point_mass():
     model = PlaNet(
         "MlpPolicy",
-        PointMassEnv(),
+        point_mass(),
         learning_rate=1e-3,
         policy_kwargs=dict(**WORLD_MODEL, planning_horizon=10, num_candidates=100, num_elites=10, cem_iterations=5),
         **COMMON,
@@ -97,7 +112,7 @@ def test_planet_learns_point_mass():
 def test_dreamer_learns_discrete_point_mass(discrete):
     model = DreamerV1(
         "MlpPolicy",
-        PointMassEnv(discrete=discrete),
+        point_mass(discrete),
         learning_rate=1e-3,
         actor_learning_rate=3e-4,
         value_learning_rate=3e-4,
@@ -213,7 +228,7 @@ def test_dreamer_learns_from_pixels():
     # the whole image path to work, from the env's channel-last uint8 frames through the encoder into the belief, the
     # reward head and the actor. Frames turned upside down or with red and green swapped show the other cue, so the
     # same agent then scores about -20: an image path that flips or swaps between training and acting fails the test,
-    # and so does one that trains without the reward head (python -m benchmarks.break_pixel_test shows each). The
+    # and so does one that trains without the reward head (python -m benchmarks.break_tests shows each). The
     # agent must score more than 15 over 5 episodes in three evaluations in a row within 1,500 steps (about 140 s alone
     # on 1 thread on the Intel Xeon machine).
     model = DreamerV1(
@@ -243,7 +258,7 @@ def test_dreamer_v3_learns_point_mass():
     # sized for a couple of thousand updates
     model = DreamerV3(
         "MlpPolicy",
-        PointMassEnv(),
+        point_mass(),
         learning_rate=1e-3,
         actor_learning_rate=3e-4,
         critic_learning_rate=3e-4,

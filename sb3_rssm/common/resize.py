@@ -16,9 +16,11 @@ everything inside (the model's observation space, its networks, its replay buffe
   differ from its space's (channel-first or channel-last, one observation or a batch), then hands them to SB3's
   own conversion. (``EvalCallback`` warns that its env's type differs from the training env's, as it does
   beside SB3's ``VecTransposeImage``; the evaluation is right all the same.)
-* ``VecNormalize`` (on vectors, or ``norm_obs=False``) below the resizing wrapper: SB3's collection stores the
-  original observations it reads from ``VecNormalize``, which are not resized yet; the algorithm reads them
-  through :class:`ResizedVecNormalize`, which resizes them (a second resize of those frames, in this case only).
+* ``VecNormalize`` (on vectors, or ``norm_obs=False``) below the resizing wrapper or SB3's ``VecTransposeImage``:
+  SB3's collection stores the original observations it reads from ``VecNormalize``, which are neither transposed
+  nor resized yet; the algorithm reads them through :class:`WrappedVecNormalize`, which passes them through the
+  wrappers above (a second resize of those frames, in this case only). SB3's own off-policy algorithms store them
+  untransposed (SB3 issue #819).
 
 Resizing is bilinear with antialiasing (``torch.nn.functional.interpolate``, as PIL's bilinear filter does when
 shrinking), rounded back to uint8. Building the networks for each size instead was not chosen: Dreamer's
@@ -28,14 +30,14 @@ feed 64x64 frames too (DreamerV2 resizes Atari's to 64x64).
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 import numpy as np
 import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecNormalize
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecNormalize, VecTransposeImage
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from sb3_rssm.common.spaces import IMAGE_SIZE, split_observation_space
@@ -159,22 +161,26 @@ class VecResizeImage(VecEnvWrapper):
         return self.resize(observations), rewards, dones, infos
 
 
-class ResizedVecNormalize:
+class WrappedVecNormalize:
     """
-    A ``VecNormalize`` below a :class:`VecResizeImage`, as the algorithm's collection reads it: its original
-    (unnormalized) observations resized; everything else is the ``VecNormalize``'s own (its images are never
-    normalized, so normalizing and unnormalizing resized observations is the same).
+    A ``VecNormalize`` below wrappers that change observations (SB3's ``VecTransposeImage``, :class:`VecResizeImage`),
+    as the algorithm's collection reads it: its original (unnormalized) observations passed through those wrappers'
+    transforms, innermost first; everything else is the ``VecNormalize``'s own (its images are never normalized, so
+    normalizing and unnormalizing transposed or resized observations is the same).
 
     :param vec_normalize: the ``VecNormalize``
-    :param wrapper: the resizing wrapper above it
+    :param transforms: the observation transforms of the wrappers above it, innermost first
     """
 
-    def __init__(self, vec_normalize: VecNormalize, wrapper: VecResizeImage) -> None:
+    def __init__(self, vec_normalize: VecNormalize, transforms: list[Callable[[Observation], Observation]]) -> None:
         self.vec_normalize = vec_normalize
-        self.wrapper = wrapper
+        self.transforms = transforms
 
     def get_original_obs(self) -> Observation:
-        return self.wrapper.resize(self.vec_normalize.get_original_obs())
+        observation = self.vec_normalize.get_original_obs()
+        for transform in self.transforms:
+            observation = transform(observation)
+        return observation
 
     def __getattr__(self, name: str) -> Any:
         # (looked up in __dict__: during unpickling or copying vec_normalize is not set yet)
@@ -182,3 +188,18 @@ class ResizedVecNormalize:
         if vec_normalize is None:
             raise AttributeError(name)
         return getattr(vec_normalize, name)
+
+
+def observation_transforms_between(env: VecEnv, inner: VecEnv) -> list[Callable[[Observation], Observation]]:
+    """
+    The observation transforms of the wrappers from ``env`` (the outermost) down to ``inner``, innermost first: SB3's
+    ``VecTransposeImage`` and :class:`VecResizeImage` change observations; other wrappers pass them on unchanged.
+    """
+    transforms: list[Callable[[Observation], Observation]] = []
+    while env is not inner and isinstance(env, VecEnvWrapper):
+        if isinstance(env, VecTransposeImage):
+            transforms.append(env.transpose_observations)
+        elif isinstance(env, VecResizeImage):
+            transforms.append(env.resize)
+        env = env.venv
+    return transforms[::-1]

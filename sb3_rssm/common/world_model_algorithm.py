@@ -32,7 +32,12 @@ from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecNormalize
 from sb3_rssm.common.buffers import SequenceReplayBuffer
 from sb3_rssm.common.checkpoint import CheckpointMixin
 from sb3_rssm.common.policies import BeliefPolicy, RecurrentState, starts_tensor
-from sb3_rssm.common.resize import ResizedVecNormalize, VecResizeImage, resized_observation_space
+from sb3_rssm.common.resize import (
+    VecResizeImage,
+    WrappedVecNormalize,
+    observation_transforms_between,
+    resized_observation_space,
+)
 from sb3_rssm.common.rssm import LatentState
 from sb3_rssm.common.spaces import IMAGE_SIZE, actions_to_model, check_action_space, split_observation_space
 from sb3_rssm.common.type_aliases import SequenceSamples
@@ -240,14 +245,18 @@ class WorldModelAlgorithm(CheckpointMixin, UpdateWiringMixin, OffPolicyAlgorithm
     def _adopt_env(self) -> None:
         """
         After ``__init__`` or ``set_env``: an image-resizing wrapper works on this model's device, and collection
-        reads the original observations of a ``VecNormalize`` below it resized.
+        reads the original observations of a ``VecNormalize`` below transposing or resizing wrappers as they come out
+        of those wrappers (as the replay buffer stores them).
         """
-        wrapper = unwrap_vec_wrapper(self.env, VecResizeImage) if self.env is not None else None
-        if not isinstance(wrapper, VecResizeImage):
+        if self.env is None:
             return
-        wrapper.device = self.device
+        wrapper = unwrap_vec_wrapper(self.env, VecResizeImage)
+        if isinstance(wrapper, VecResizeImage):
+            wrapper.device = self.device
         if isinstance(self._vec_normalize_env, VecNormalize):
-            self._vec_normalize_env = ResizedVecNormalize(self._vec_normalize_env, wrapper)  # type: ignore[assignment]
+            transforms = observation_transforms_between(self.env, self._vec_normalize_env)
+            if transforms:
+                self._vec_normalize_env = WrappedVecNormalize(self._vec_normalize_env, transforms)  # type: ignore[assignment]
 
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
         """
@@ -262,7 +271,7 @@ class WorldModelAlgorithm(CheckpointMixin, UpdateWiringMixin, OffPolicyAlgorithm
 
     def get_vec_normalize_env(self) -> Optional[VecNormalize]:
         """The ``VecNormalize`` wrapper of the training env, if any (as in SB3)."""
-        if isinstance(self._vec_normalize_env, ResizedVecNormalize):
+        if isinstance(self._vec_normalize_env, WrappedVecNormalize):
             return self._vec_normalize_env.vec_normalize
         return self._vec_normalize_env
 
