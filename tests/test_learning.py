@@ -84,6 +84,10 @@ def assert_learns_point_mass(model: BaseAlgorithm, total_timesteps: int, discret
 
 
 def test_dreamer_learns_point_mass():
+    # Known weak (benchmarks/break_tests.py): without its reward head this agent also passes, its policy drifting
+    # towards the target for a while by chance; trained longer, a working one saturates at a bound (-26.5) after it
+    # has learned. A version that learns the task and its mirror image side by side (no reward-blind agent can pass
+    # both at once) failed for that reason: see the notes of issues 35 and 38.
     model = DreamerV1(
         "MlpPolicy",
         point_mass(),
@@ -108,8 +112,8 @@ def test_planet_learns_point_mass():
     assert_learns_point_mass(model, 1500)
 
 
-@pytest.mark.parametrize("discrete", [True])
-def test_dreamer_learns_discrete_point_mass(discrete):
+def test_dreamer_learns_discrete_point_mass():
+    discrete = True
     model = DreamerV1(
         "MlpPolicy",
         point_mass(discrete),
