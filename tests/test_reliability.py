@@ -39,19 +39,24 @@ def assert_same_buffer(a, b):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
+@pytest.mark.parametrize("policy", ["MlpPolicy", "CnnPolicy"])
 @pytest.mark.parametrize("checkpoint_at", [10, 40], ids=["during-warm-up", "after-updates"])
-def test_interrupted_and_resumed_run_equals_uninterrupted(algorithm, checkpoint_at, tmp_path):
-    kwargs = dict(seed=0, learning_starts=20, train_freq=10, gradient_steps=2)
+def test_interrupted_and_resumed_run_equals_uninterrupted(algorithm, checkpoint_at, policy, tmp_path):
+    # a small buffer: the default (1M steps) pickles 12 GB of 64x64 frames at each checkpoint
+    kwargs = dict(seed=0, learning_starts=20, train_freq=10, gradient_steps=2, buffer_size=200)
     total = 80
-    uninterrupted = tiny_model(algorithm, "MlpPolicy", PointMassEnv(max_steps=EPISODE), **kwargs)
+    pixels = policy == "CnnPolicy"
+    uninterrupted = tiny_model(algorithm, policy, PointMassEnv(max_steps=EPISODE, pixels=pixels), **kwargs)
     uninterrupted.learn(total)
 
-    first = tiny_model(algorithm, "MlpPolicy", PointMassEnv(max_steps=EPISODE), **kwargs)
+    first = tiny_model(algorithm, policy, PointMassEnv(max_steps=EPISODE, pixels=pixels), **kwargs)
     checkpoint = CheckpointCallback(save_freq=checkpoint_at, save_path=str(tmp_path), save_replay_buffer=True)
     first.learn(checkpoint_at, callback=checkpoint)
     del first  # the process "dies" here: only the files remain
 
-    resumed = algorithm.load(tmp_path / f"rl_model_{checkpoint_at}_steps.zip", env=PointMassEnv(max_steps=EPISODE))
+    resumed = algorithm.load(
+        tmp_path / f"rl_model_{checkpoint_at}_steps.zip", env=PointMassEnv(max_steps=EPISODE, pixels=pixels)
+    )
     resumed.load_replay_buffer(tmp_path / f"rl_model_replay_buffer_{checkpoint_at}_steps.pkl")
     assert resumed.num_timesteps == checkpoint_at
     resumed.learn(total - checkpoint_at, reset_num_timesteps=False)
@@ -68,6 +73,38 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(algorithm, checkpoint_
         for index, state in states.items():
             for key, value in state.items():
                 th.testing.assert_close(optimizers_b[name][index][key], value, rtol=1e-5, atol=1e-6, msg=f"{name} {key}")
+
+
+def test_a_resume_in_the_middle_of_an_episode_cuts_it_in_the_buffer(algorithm, tmp_path):
+    """
+    The env's own state is not saved: a run resumed in the middle of an episode starts a new one. The interrupted
+    episode stays in the buffer as it was (neither terminated nor truncated: it just stops), the new one starts with
+    a row of its own flagged ``is_first``, and a chunk sampled across the cut resets the belief there.
+    """
+    middle = 3 * EPISODE + EPISODE // 2  # 35: step 5 of the fourth episode
+    first = tiny_model(
+        algorithm, "MlpPolicy", PointMassEnv(max_steps=EPISODE), seed=0, learning_starts=20, train_freq=5, buffer_size=200
+    )
+    first.learn(middle, callback=CheckpointCallback(save_freq=middle, save_path=str(tmp_path), save_replay_buffer=True))
+    stored = int(first.replay_buffer.env_pos[0])
+    del first
+    resumed = algorithm.load(tmp_path / f"rl_model_{middle}_steps.zip", env=PointMassEnv(max_steps=EPISODE))
+    resumed.load_replay_buffer(tmp_path / f"rl_model_replay_buffer_{middle}_steps.pkl")
+    updates = resumed._n_updates
+    resumed.learn(20, reset_num_timesteps=False)
+    buffer = resumed.replay_buffer
+    # rows: 4 episode starts + 35 transitions before the cut; then the new episode's first observation
+    assert stored == 4 + middle
+    last_before, first_after = stored - 1, stored
+    assert not buffer.is_first[last_before, 0] and not buffer.terminated[last_before, 0]
+    assert not buffer.truncated[last_before, 0]
+    assert buffer.is_first[first_after, 0] and buffer.rewards[first_after, 0] == 0
+    np.testing.assert_array_equal(buffer.observations[first_after, 0], PointMassEnv(max_steps=EPISODE).reset()[0])
+    assert resumed._n_updates > updates
+    # a chunk across the cut: flagged where the new episode starts
+    rows = np.arange(first_after - 2, first_after + 2)[None, :]
+    chunk = buffer._get_samples((rows, np.zeros((1, 1), dtype=int)))
+    assert chunk.is_first[0].tolist() == [0.0, 0.0, 1.0, 0.0]
 
 
 def test_resume_without_replay_buffer_warns_and_trains_on(algorithm, tmp_path):
