@@ -82,6 +82,10 @@ class LaProp(th.optim.Optimizer):
                 state["step"] = th.zeros((), dtype=th.float32, device=p.device)
                 state["nu"] = th.zeros_like(p, memory_format=th.preserve_format)
                 state["mu"] = th.zeros_like(p, memory_format=th.preserve_format)
+        for p in params:
+            # a loaded state keeps its step count where it was saved (torch moves it only for capturable optimizers)
+            if self.state[p]["step"].device != p.device:
+                self.state[p]["step"] = self.state[p]["step"].to(p.device)
         states = [self.state[p] for p in params]
         grads = [p.grad for p in params]
         steps = [state["step"] for state in states]
@@ -100,7 +104,7 @@ class LaProp(th.optim.Optimizer):
             grads = th._foreach_mul(grads, list(factors.unbind()))
         th._foreach_add_(steps, 1.0 if keep is None else [keep.float()] * len(steps))
         # (a step count 0 only before the first applied step, where nothing moves: clamped against 0 / 0)
-        step = th.stack(steps).to(params[0].device).clamp(min=1.0)
+        step = th.stack(steps).clamp(min=1.0)
         th._foreach_mul_(nus, beta2 if keep is None else th.where(keep, beta2, 1.0))
         th._foreach_addcmul_(nus, grads, grads, value=1.0 - beta2)
         rms = th._foreach_div(nus, list((1.0 - beta2**step).unbind()))
