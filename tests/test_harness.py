@@ -254,12 +254,27 @@ def test_cem_of_the_planner_ceiling_swings_the_true_pendulum_up_from_the_bottom(
 def test_each_break_of_the_pixel_test_breaks_what_it_says_and_nothing_else(monkeypatch, name):
     from sb3_rssm import DreamerV1
     from sb3_rssm.common.buffers import SequenceReplayBuffer
-    from sb3_rssm.common.envs import ColourCueEnv
+    from sb3_rssm.common.envs import ColourCueEnv, PointMassEnv
     from sb3_rssm.common.policies import BeliefPolicy
     from sb3_rssm.common.world_model import WorldModel
+    from sb3_rssm.dreamer_v1.policies import Actor
+    from sb3_rssm.dreamer_v3.policies import ActorV3
+    from sb3_rssm.dreamer_v3.world_model import DreamerV3WorldModel
+    from sb3_rssm.planet.planning import CEMPlanner
 
-    patched = ((BeliefPolicy, "obs_to_tensor"), (SequenceReplayBuffer, "_get_samples"), (WorldModel, "reward"))
-    for owner, attribute in patched:  # undone after the test: apply_break patches the classes themselves
+    # everything apply_break may patch (it patches the classes themselves): undone after the test, so that no break
+    # leaks into the tests that run after it in this process
+    patched = (
+        (BeliefPolicy, "obs_to_tensor"),
+        (SequenceReplayBuffer, "_get_samples"),
+        (WorldModel, "reward"),
+        (DreamerV3WorldModel, "reward"),
+        (PointMassEnv, "_obs"),
+        (Actor, "distribution"),
+        (ActorV3, "distribution"),
+        (CEMPlanner, "_evaluate"),
+    )
+    for owner, attribute in patched:
         monkeypatch.setattr(owner, attribute, getattr(owner, attribute))
     model = tiny_model(DreamerV1, "CnnPolicy", ColourCueEnv(), learning_starts=100)
     model.learn(30)  # collection only
