@@ -109,3 +109,12 @@ def test_all_three_losses_before_any_optimizer_steps():
     model.update.step()
     for name, net in nets.items():
         assert any(not th.equal(a, b) for a, b in zip(before[name], net.parameters())), name
+
+
+def test_actor_mean_scale_reaches_the_actor_and_the_mirrored_point_mass_rewards_the_mirror_image():
+    model = tiny_model(DreamerV1, "MlpPolicy", PointMassEnv(), policy_kwargs=dict(actor_mean_scale=2.0))
+    assert model.policy.actor.mean_scale == 2.0 and model.policy._get_constructor_parameters()["actor_mean_scale"] == 2.0
+    env = PointMassEnv(start=0.0, target=0.5, mirrored=True)
+    env.reset(seed=0)
+    _, reward, _, _, _ = env.step(np.array([-1.0], np.float32))  # to -0.1: 0.4 from the mirror image -0.5
+    assert reward == pytest.approx(-0.4)

@@ -68,14 +68,16 @@ def assert_learns(model: BaseAlgorithm, total_timesteps: int, eval_env: VecEnv, 
     assert stop.learned, f"{type(model).__name__} did not learn in {total_timesteps} steps; evaluations every 100: {returns}"
 
 
-def point_mass(discrete: bool = False) -> PointMassEnv:
+def point_mass(discrete: bool = False, mirrored: bool = False) -> PointMassEnv:
     """The training env of the point-mass tests: a target drawn per episode (see the module docstring)."""
-    return PointMassEnv(discrete=discrete, start=START, targets=TARGETS)
+    return PointMassEnv(discrete=discrete, start=START, targets=TARGETS, mirrored=mirrored)
 
 
-def point_mass_eval_env(discrete: bool = False) -> VecEnv:
+def point_mass_eval_env(discrete: bool = False, mirrored: bool = False) -> VecEnv:
     """One env per target: an evaluation of ``len(TARGETS)`` episodes runs one episode with each."""
-    return DummyVecEnv([lambda t=t: Monitor(PointMassEnv(discrete=discrete, start=START, target=t)) for t in TARGETS])
+    return DummyVecEnv(
+        [lambda t=t: Monitor(PointMassEnv(discrete=discrete, start=START, target=t, mirrored=mirrored)) for t in TARGETS]
+    )
 
 
 def assert_learns_point_mass(model: BaseAlgorithm, total_timesteps: int, discrete: bool = False) -> None:

@@ -32,6 +32,8 @@ class PointMassEnv(gym.Env):
     :param pixels: observe 64x64x3 frames instead of the two numbers
     :param targets: if given, every reset draws the target uniformly from these (instead of ``target``), so that
         a policy has to observe the target to know which way to go
+    :param mirrored: reward reaching the mirror image of the shown target (``-target``) instead: the same
+        observations, the opposite best action (an agent blind to rewards acts the same way in both tasks)
     """
 
     FRAME = 64
@@ -48,6 +50,7 @@ class PointMassEnv(gym.Env):
         step_size: float = 0.1,
         pixels: bool = False,
         targets: Optional[Sequence[float]] = None,
+        mirrored: bool = False,
     ) -> None:
         self.discrete = discrete
         self.max_steps = max_steps
@@ -55,6 +58,7 @@ class PointMassEnv(gym.Env):
         self.target = target
         self.step_size = step_size
         self.targets = None if targets is None else [float(t) for t in targets]
+        self.mirrored = mirrored
         self.action_space = spaces.Discrete(3) if discrete else spaces.Box(-1.0, 1.0, (1,), np.float32)
         self.pixels = pixels
         if pixels:
@@ -88,7 +92,7 @@ class PointMassEnv(gym.Env):
         move = float(action) - 1.0 if self.discrete else float(np.clip(np.asarray(action).reshape(-1)[0], -1.0, 1.0))
         self.position = float(np.clip(self.position + self.step_size * move, -1.0, 1.0))
         self.steps += 1
-        reward = -abs(self.position - self.target)
+        reward = -abs(self.position - (-self.target if self.mirrored else self.target))
         return self._obs(), reward, False, self.steps >= self.max_steps, {}
 
 

@@ -118,6 +118,8 @@ class DreamerPolicy(WorldModelPolicy):
     :param value_layers: value hidden layers
     :param actor_init_std: initial std of the tanh-Normal actor
     :param actor_min_std: minimum std of the tanh-Normal actor
+    :param actor_mean_scale: scale of the soft clip of the actor's mean, ``mean_scale * tanh(x / mean_scale)``
+        (the paper's 5)
     :param kwargs: world-model arguments of :class:`~sb3_rssm.common.policies.WorldModelPolicy`
     """
 
@@ -132,6 +134,7 @@ class DreamerPolicy(WorldModelPolicy):
         value_layers: int = 3,
         actor_init_std: float = 5.0,
         actor_min_std: float = 1e-4,
+        actor_mean_scale: float = 5.0,
         optimizer_kwargs: Optional[dict[str, Any]] = None,
         **kwargs: Any,
     ) -> None:
@@ -142,6 +145,7 @@ class DreamerPolicy(WorldModelPolicy):
             value_layers=value_layers,
             actor_init_std=actor_init_std,
             actor_min_std=actor_min_std,
+            actor_mean_scale=actor_mean_scale,
         )
         # Adam epsilon of the reference implementation (TensorFlow's default)
         optimizer_kwargs = {"eps": 1e-7} if optimizer_kwargs is None else optimizer_kwargs
@@ -159,6 +163,7 @@ class DreamerPolicy(WorldModelPolicy):
             activation_fn,
             kw["actor_init_std"],
             kw["actor_min_std"],
+            kw["actor_mean_scale"],
         )
         self.value = mlp(feature_size, 1, kw["value_units"], kw["value_layers"], activation_fn)
         # learning rates are set by the algorithm from its schedules before every training phase
