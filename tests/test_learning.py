@@ -4,11 +4,11 @@ target per episode from -0.5 and +0.5, so an agent must observe it to know which
 (five steps towards the target), and no policy blind to the observation can do better than -15 in expectation
 (for any position x, |x - 0.5| + |x + 0.5| >= 1, so each step costs at least 0.5 on average over the two targets),
 nor in an evaluation of one episode per target if it acts deterministically: it then takes the same path in both.
-A random policy returns -16.5 +/- 5.8 (100 episodes). A tiny agent must return more than -8 (the mean of one
-deterministic episode per target) in three evaluations in a row (every 100 steps, through SB3's ``EvalCallback``
-on envs of its own) within a couple of thousand steps; training stops there, so a test takes as long as its agent
-needs to learn.
-``benchmarks/break_learning_tests.py`` runs these tests with their agents broken on purpose: each must fail.
+A random policy returns -16.5 +/- 5.8 (100 episodes; the last test here computes these figures). A tiny agent
+must return more than -8 (the mean of one deterministic episode per target) in three evaluations in a row (every
+100 steps, through SB3's ``EvalCallback`` on envs of its own) within a couple of thousand steps; training stops
+there, so a test takes as long as its agent needs to learn.
+``benchmarks/break_tests.py`` runs these tests with their agents broken on purpose: each must fail.
 """
 
 from typing import Callable, Optional
@@ -287,3 +287,29 @@ def test_dreamer_v3_learns_point_mass():
         **COMMON,
     )
     assert_learns_point_mass(model, 2500)
+
+
+def test_the_point_mass_figures_of_the_module_docstring():
+    """The random, blind and optimal returns the pass mark rests on, computed as the docstring states them."""
+
+    def episode_return(policy: Callable[[np.ndarray, int], np.ndarray], target: float) -> float:
+        env = PointMassEnv(start=START, target=target)
+        obs, _ = env.reset(seed=0)
+        total, t, done = 0.0, 0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy(obs, t))
+            total, t, done = total + reward, t + 1, terminated or truncated
+        return total
+
+    rng = np.random.default_rng(0)
+    random = [episode_return(lambda o, t: rng.uniform(-1, 1, 1), target) for target in TARGETS for _ in range(50)]
+    assert (round(float(np.mean(random)), 1), round(float(np.std(random)), 1)) == (-16.5, 5.8)
+    optimum = [episode_return(lambda o, t: np.clip([10 * o[1]], -1, 1), target) for target in TARGETS]
+    assert optimum == pytest.approx([-1.0, -1.0])
+    # blind: a constant action for k steps, then standing still, the same for both targets
+    blind = max(
+        np.mean([episode_return(lambda o, t, c=c, k=k: np.array([c if t < k else 0.0]), target) for target in TARGETS])
+        for c in np.linspace(-1, 1, 41)
+        for k in range(31)
+    )
+    assert blind == pytest.approx(-15.0) and blind < THRESHOLD

@@ -290,8 +290,6 @@ def test_the_found_inf_gate_skips_exactly_and_steps_exactly(optimizer):
 class FakeGraph:
     """A stand-in for torch.cuda.CUDAGraph: "capturing" runs the function once and records it; replay runs it again."""
 
-    captured = None
-
     def __init__(self):
         self.function = None
 

@@ -60,6 +60,20 @@ class LaProp(th.optim.Optimizer):
         )
         super().__init__(params, defaults)
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """
+        As torch's; then the step counts go to their parameters' devices (torch moves them only for capturable or
+        fused optimizers), where a step adds the device flag of ``found_inf`` to them.
+
+        :param state_dict: the optimizer state, as ``state_dict()`` returns it
+        """
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p, {})
+                if isinstance(state.get("step"), th.Tensor):
+                    state["step"] = state["step"].to(device=p.device, dtype=th.float32)
+
     @th.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:  # type: ignore[override]
         loss = None
@@ -82,10 +96,6 @@ class LaProp(th.optim.Optimizer):
                 state["step"] = th.zeros((), dtype=th.float32, device=p.device)
                 state["nu"] = th.zeros_like(p, memory_format=th.preserve_format)
                 state["mu"] = th.zeros_like(p, memory_format=th.preserve_format)
-        for p in params:
-            # a loaded state keeps its step count where it was saved (torch moves it only for capturable optimizers)
-            if self.state[p]["step"].device != p.device:
-                self.state[p]["step"] = self.state[p]["step"].to(p.device)
         states = [self.state[p] for p in params]
         grads = [p.grad for p in params]
         steps = [state["step"] for state in states]

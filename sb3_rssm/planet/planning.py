@@ -9,7 +9,7 @@ from typing import Literal, Protocol, Union, overload
 
 import torch as th
 
-from sb3_rssm.common.distributions import one_hot_of
+from sb3_rssm.common.distributions import one_hot_of, sample_one_hot
 from sb3_rssm.common.rssm import RSSMState
 
 
@@ -162,11 +162,10 @@ class CEMPlanner:
                 std = reference.new_ones((n, h, a))
             for iteration in range(self.iterations):
                 if self.discrete:
-                    # inverse CDF, one uniform number per step of each candidate (torch's Categorical samples
-                    # through multinomial, which checks the probabilities on the host)
-                    uniform = th.rand((n, c, h, 1), dtype=probs.dtype, device=probs.device)
-                    indices = (probs.unsqueeze(1).cumsum(-1) <= uniform).sum(-1).clamp(max=a - 1)  # (n, c, h)
-                    candidates = one_hot_of(indices, a, reference.dtype)
+                    # one uniform number per step of each candidate (torch's Categorical samples through
+                    # multinomial, which checks the probabilities on the host); log(0) = -inf is never drawn
+                    log_probs = probs.unsqueeze(1).expand(n, c, h, a).log()
+                    candidates = sample_one_hot(log_probs, straight_through=False).to(reference.dtype)
                 else:
                     noise = th.randn((n, c, h, a), dtype=reference.dtype, device=reference.device)
                     candidates = (mean.unsqueeze(1) + std.unsqueeze(1) * noise).clamp(-1.0, 1.0)
