@@ -94,13 +94,15 @@ def build_v3(
     horizon: int = 15,
     device: str = "cpu",
     cnn_depth: Optional[int] = None,
+    cnn_strided: bool = False,
     **kwargs: Any,
 ) -> tuple[DreamerV3, SequenceSamples]:
     """
     A DreamerV3 of model size ``size`` (a key of ``sb3_rssm.dreamer_v3.policies.MODEL_SIZES``), by default at the
-    paper's batch and horizon, and a synthetic batch for it; ``cnn_depth`` overrides the size's conv depth.
+    paper's batch and horizon, and a synthetic batch for it; ``cnn_depth`` overrides the size's conv depth and
+    ``cnn_strided`` picks the stride-2 convolutions.
     """
-    policy_kwargs = dict(size=size, **({} if cnn_depth is None else dict(cnn_depth=cnn_depth)))
+    policy_kwargs = dict(size=size, cnn_strided=cnn_strided, **({} if cnn_depth is None else dict(cnn_depth=cnn_depth)))
     return build(obs, batch, seq, horizon, device, DreamerV3, policy_kwargs=policy_kwargs, **kwargs)
 
 
@@ -199,6 +201,7 @@ def main() -> None:
     parser.add_argument("--algo", choices=["dreamer_v1", "dreamer_v3"], default="dreamer_v1")
     parser.add_argument("--size", default="size12m", help="DreamerV3's model size (--algo dreamer_v3)")
     parser.add_argument("--cnn-depth", type=int, help="DreamerV3's conv depth (default: the size's)")
+    parser.add_argument("--cnn-strided", action="store_true", help="DreamerV3's stride-2 convolutions")
     parser.add_argument("--obs", choices=["pixels", "state"], default="pixels")
     parser.add_argument("--batch", type=int, help="sequences per batch (default: the paper's, 50 for v1, 16 for v3)")
     parser.add_argument("--seq", type=int, help="sequence length (default: the paper's, 50 for v1, 64 for v3)")
@@ -239,12 +242,18 @@ def main() -> None:
             args.horizon,
             args.device,
             cnn_depth=args.cnn_depth,
+            cnn_strided=args.cnn_strided,
             mixed_precision=args.mixed_precision,
             compile_update=args.compile_update,
         )
         timing = time_v3_update(model, batch, args.updates)
         result = dict(
-            common, size=args.size, cnn_depth=args.cnn_depth, device=str(model.device), update_s=round(timing["update_s"], 4)
+            common,
+            size=args.size,
+            cnn_depth=args.cnn_depth,
+            cnn_strided=args.cnn_strided,
+            device=str(model.device),
+            update_s=round(timing["update_s"], 4),
         )
         result["first_update_s"] = round(timing["first_update_s"], 1)
         result["gflop"] = round(timing["gflop"], 1)

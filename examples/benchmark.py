@@ -68,7 +68,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import DQN, PPO, SAC
-from stable_baselines3.common.callbacks import EvalCallback
+from stable_baselines3.common.callbacks import CallbackList, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
@@ -265,13 +265,19 @@ def run(
     out: str,
     tiny: bool = False,
     preset: str = "default",
+    sampled_eval: bool = False,
 ) -> dict:
+    """
+    One training run and its evaluations: the deterministic policy every ``eval_freq`` agent steps and at the end,
+    and with ``sampled_eval`` the policy's sampled actions (``predict(deterministic=False)``) beside it, each time.
+    """
     kwargs = hyperparameters(algo, env_id, tiny, preset)
     frame_stack, n_envs = kwargs.pop("frame_stack", 1), kwargs.pop("n_envs", 1)
     name = f"{algo}_{env_id.replace('/', '-')}_{seed}"
     log_path = os.path.join(out, name)
     env, eval_env = make_env(env_id, seed, frame_stack, n_envs), make_env(env_id, 1000 + seed, frame_stack)
     start = time.time()
+    sampled: dict[str, Any] = {}
     if algo == "random":
         model = None
         final, _ = evaluate_policy(RandomAgent(env.action_space), eval_env, n_eval_episodes=eval_episodes)
@@ -280,13 +286,34 @@ def run(
         policy = kwargs.pop("policy", None) or ("CnnPolicy" if is_image_space(env.observation_space) else "MlpPolicy")
         model = {**WORLD_MODELS, **BASELINES}[algo](policy, env, seed=seed, **kwargs)
         # EvalCallback counts vec-env steps, each n_envs env steps
-        callback = EvalCallback(
-            eval_env, eval_freq=max(eval_freq // n_envs, 1), n_eval_episodes=eval_episodes, log_path=log_path, warn=False
-        )
-        model.learn(timesteps, callback=callback)
+        callbacks = [
+            EvalCallback(
+                eval_env, eval_freq=max(eval_freq // n_envs, 1), n_eval_episodes=eval_episodes, log_path=log_path, warn=False
+            )
+        ]
+        if sampled_eval:
+            # its own env (seeded as the deterministic one's), so that both evaluations see the same episodes
+            sampled_env = make_env(env_id, 1000 + seed, frame_stack)
+            callbacks.append(
+                EvalCallback(
+                    sampled_env,
+                    eval_freq=max(eval_freq // n_envs, 1),
+                    n_eval_episodes=eval_episodes,
+                    log_path=os.path.join(log_path, "sampled"),
+                    deterministic=False,
+                    warn=False,
+                )
+            )
+        model.learn(timesteps, callback=CallbackList(callbacks))
         final, _ = evaluate_policy(model, eval_env, n_eval_episodes=eval_episodes)
         evaluations = np.load(os.path.join(log_path, "evaluations.npz"))
         steps, curve = evaluations["timesteps"].tolist(), evaluations["results"].mean(axis=1).tolist()
+        if sampled_eval:
+            final_sampled, _ = evaluate_policy(model, sampled_env, n_eval_episodes=eval_episodes, deterministic=False)
+            evaluations = np.load(os.path.join(log_path, "sampled", "evaluations.npz"))
+            sampled = dict(
+                final_return_sampled=float(final_sampled), curve_returns_sampled=evaluations["results"].mean(axis=1).tolist()
+            )
     wall = time.time() - start
     if isinstance(model, WorldModelAlgorithm):
         # the policy alone (no replay, no optimizers): what examples/quickstart_pixels.py loads
@@ -303,6 +330,7 @@ def run(
         wall_s=wall,
         curve_steps=steps,
         curve_returns=curve,
+        **sampled,
     )
 
 
@@ -799,6 +827,11 @@ def main() -> None:
     )
     parser.add_argument("--tiny", action="store_true", help="tiny networks and cadence: checks the script, measures nothing")
     parser.add_argument(
+        "--sampled-eval",
+        action="store_true",
+        help="also evaluate the policy's sampled actions (deterministic=False) at every evaluation and at the end",
+    )
+    parser.add_argument(
         "--combine",
         nargs="+",
         metavar="FOLDER",
@@ -850,6 +883,7 @@ def main() -> None:
         ]
         + ([f"--preset {args.preset}"] if args.preset != "default" else [])
         + (["--tiny"] if args.tiny else [])
+        + (["--sampled-eval"] if args.sampled_eval else [])
     )
     results: list[dict] = []
     machine = machine_description()
@@ -858,7 +892,16 @@ def main() -> None:
             for seed in args.seeds:
                 date = datetime.date.today().isoformat()  # the day the run started
                 result = run(
-                    algo, env_id, seed, args.timesteps, args.eval_freq, args.eval_episodes, args.out, args.tiny, args.preset
+                    algo,
+                    env_id,
+                    seed,
+                    args.timesteps,
+                    args.eval_freq,
+                    args.eval_episodes,
+                    args.out,
+                    args.tiny,
+                    args.preset,
+                    args.sampled_eval,
                 )
                 result.update(command=command, machine=machine, date=date)
                 print(json.dumps({k: v for k, v in result.items() if not k.startswith("curve")}), flush=True)

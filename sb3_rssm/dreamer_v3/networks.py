@@ -49,11 +49,15 @@ def init_(module: nn.Module, outscale: float = 1.0) -> nn.Module:
     """
     DreamerV3's initialisation of a dense, block-dense or conv layer: weights from a normal truncated at two
     standard deviations, with standard deviation ``1.1368 * outscale / sqrt(fan_in)`` (1.1368 makes up for the
-    truncation; a block-dense layer counts all its inputs), biases zero. ``outscale=0`` gives a zero output layer.
+    truncation; a block-dense layer counts all its inputs, a transposed convolution its input channels times the
+    kernel's area), biases zero. ``outscale=0`` gives a zero output layer.
     """
     weight = module.weight
     if isinstance(module, BlockLinear):
         fan_in = module.in_features
+    elif isinstance(module, nn.ConvTranspose2d):
+        # stored (in, out, k, k); each output sums over in * k * k inputs, as the reference's kernel (k, k, in, out)
+        fan_in = weight.shape[0] * math.prod(weight.shape[2:])
     else:
         fan_in = math.prod(weight.shape[1:])
     std = 1.1368 / math.sqrt(fan_in)
@@ -115,30 +119,48 @@ class Symlog(nn.Module):
         return symlog(x)
 
 
-def _conv(in_channels: int, out_channels: int, kernel: int, outscale: float = 1.0) -> nn.Conv2d:
-    """A stride-1 convolution that keeps the height and width ("same" padding), DreamerV3-initialised."""
-    return init_(nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2), outscale)  # type: ignore[return-value]
+def _conv(in_channels: int, out_channels: int, kernel: int, outscale: float = 1.0, stride: int = 1) -> nn.Conv2d:
+    """A convolution with "same" padding (stride 2 halves the height and width), DreamerV3-initialised."""
+    conv = nn.Conv2d(in_channels, out_channels, kernel, stride, padding=kernel // 2)
+    return init_(conv, outscale)  # type: ignore[return-value]
+
+
+def _upconv(in_channels: int, out_channels: int, kernel: int, outscale: float = 1.0) -> nn.ConvTranspose2d:
+    """
+    A stride-2 transposed convolution that doubles the height and width, DreamerV3-initialised: the reference's
+    strided decoder layer (``Conv2D(transp=True)``, a "same" convolution over the input spread onto every other
+    pixel).
+    """
+    conv = nn.ConvTranspose2d(in_channels, out_channels, kernel, 2, padding=kernel // 2, output_padding=1)
+    return init_(conv, outscale)  # type: ignore[return-value]
 
 
 class ConvEncoderV3(nn.Module):
     """
     DreamerV3's image encoder: four stages of a stride-1 convolution (kernel 5), a 2x2 max-pool, RMSNorm over the
-    channels and SiLU, with ``depth * (2, 3, 4, 4)`` channels. A (C, 64, 64) image becomes ``16 * depth`` 4x4 maps,
-    flattened to ``256 * depth`` features.
+    channels and SiLU, with ``depth * (2, 3, 4, 4)`` channels. A (C, 64, 64) image becomes ``4 * depth`` 4x4 maps,
+    flattened to ``64 * depth`` features. ``strided`` (the reference's ``strided: True``) replaces each convolution
+    and max-pool by one stride-2 convolution: a quarter of the FLOPs, since every convolution runs at its output's
+    resolution.
 
     :param in_channels: image channels
     :param depth: channel multiplier
     :param kernel: convolution kernel size
+    :param strided: stride-2 convolutions instead of stride 1 and max-pooling
     """
 
     MULTS = (2, 3, 4, 4)
 
-    def __init__(self, in_channels: int, depth: int, kernel: int = 5) -> None:
+    def __init__(self, in_channels: int, depth: int, kernel: int = 5, strided: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
         for mult in self.MULTS:
-            layers += [_conv(channels, depth * mult, kernel), nn.MaxPool2d(2), RMSNorm(depth * mult, dim=1), nn.SiLU(True)]
+            if strided:
+                layers.append(_conv(channels, depth * mult, kernel, stride=2))
+            else:
+                layers += [_conv(channels, depth * mult, kernel), nn.MaxPool2d(2)]
+            layers += [RMSNorm(depth * mult, dim=1), nn.SiLU(True)]
             channels = depth * mult
         self.net = nn.Sequential(*layers)
         resolution = IMAGE_SIZE // 2 ** len(self.MULTS)
@@ -156,15 +178,17 @@ class ConvDecoderV3(nn.Module):
     4x4 maps with RMSNorm and SiLU, three stages of 2x nearest upsampling, a stride-1 convolution (kernel 5),
     RMSNorm and SiLU (``depth * (4, 3, 2)`` channels), then upsampling and a convolution to the image's channels
     and a sigmoid. The output is shifted by -0.5 into the units of the encoder's input (``x / 255 - 0.5``), so
-    the squared error against it is DreamerV3's against ``x / 255``.
+    the squared error against it is DreamerV3's against ``x / 255``. ``strided`` replaces each upsampling and
+    convolution by one stride-2 transposed convolution (the reference's ``strided: True``; a quarter of the FLOPs).
 
     :param feature_size: model-state size
     :param out_channels: image channels
     :param depth: channel multiplier
     :param kernel: convolution kernel size
+    :param strided: stride-2 transposed convolutions instead of upsampling and stride 1
     """
 
-    def __init__(self, feature_size: int, out_channels: int, depth: int, kernel: int = 5) -> None:
+    def __init__(self, feature_size: int, out_channels: int, depth: int, kernel: int = 5, strided: bool = False) -> None:
         super().__init__()
         mults = ConvEncoderV3.MULTS
         self.out_channels = out_channels
@@ -174,11 +198,16 @@ class ConvDecoderV3(nn.Module):
         self.dense_norm = RMSNorm(self.channels, dim=1)
         layers: list[nn.Module] = []
         channels = self.channels
+
+        def upsample(in_channels: int, out_channels: int) -> list[nn.Module]:
+            if strided:
+                return [_upconv(in_channels, out_channels, kernel)]
+            return [nn.Upsample(scale_factor=2), _conv(in_channels, out_channels, kernel)]
+
         for mult in reversed(mults[:-1]):
-            layers += [nn.Upsample(scale_factor=2), _conv(channels, depth * mult, kernel)]
-            layers += [RMSNorm(depth * mult, dim=1), nn.SiLU(True)]
+            layers += upsample(channels, depth * mult) + [RMSNorm(depth * mult, dim=1), nn.SiLU(True)]
             channels = depth * mult
-        layers += [nn.Upsample(scale_factor=2), _conv(channels, out_channels, kernel)]
+        layers += upsample(channels, out_channels)
         self.net = nn.Sequential(*layers)
 
     def forward(self, features: th.Tensor) -> th.Tensor:
@@ -198,15 +227,22 @@ class ObservationEncoderV3(ObservationEncoder):
     :param cnn_depth: conv channel multiplier
     :param mlp_units: width of the vector MLP
     :param mlp_layers: layers of the vector MLP
+    :param cnn_strided: stride-2 convolutions (see :class:`ConvEncoderV3`)
     """
 
     def __init__(
-        self, observation_space: spaces.Space, cnn_depth: int = 16, mlp_units: int = 256, mlp_layers: int = 3
+        self,
+        observation_space: spaces.Space,
+        cnn_depth: int = 16,
+        mlp_units: int = 256,
+        mlp_layers: int = 3,
+        cnn_strided: bool = False,
     ) -> None:
+        self.cnn_strided = cnn_strided
         super().__init__(observation_space, cnn_depth, mlp_units, mlp_layers, nn.SiLU, nn.SiLU, image_bits=8)
 
     def image_network(self, channels: int) -> nn.Module:
-        return ConvEncoderV3(channels, self.cnn_depth)
+        return ConvEncoderV3(channels, self.cnn_depth, strided=self.cnn_strided)
 
     def vector_network(self, size: int) -> nn.Module:
         return MLP(Symlog(), *normed_mlp(size, self.mlp_units, self.mlp_layers))
@@ -223,6 +259,7 @@ class ObservationDecoderV3(ObservationDecoder):
     :param cnn_depth: conv channel multiplier
     :param mlp_units: width of the vector MLPs
     :param mlp_layers: hidden layers of the vector MLPs
+    :param cnn_strided: stride-2 transposed convolutions (see :class:`ConvDecoderV3`)
     """
 
     def __init__(
@@ -232,11 +269,13 @@ class ObservationDecoderV3(ObservationDecoder):
         cnn_depth: int = 16,
         mlp_units: int = 256,
         mlp_layers: int = 3,
+        cnn_strided: bool = False,
     ) -> None:
+        self.cnn_strided = cnn_strided
         super().__init__(observation_space, feature_size, cnn_depth, mlp_units, mlp_layers, nn.SiLU, nn.SiLU)
 
     def image_network(self, channels: int) -> nn.Module:
-        return ConvDecoderV3(self.feature_size, channels, self.cnn_depth)
+        return ConvDecoderV3(self.feature_size, channels, self.cnn_depth, strided=self.cnn_strided)
 
     def vector_network(self, size: int) -> nn.Module:
         return normed_mlp(self.feature_size, self.mlp_units, self.mlp_layers, size)

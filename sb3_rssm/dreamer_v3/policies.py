@@ -158,6 +158,8 @@ class DreamerV3Policy(BeliefPolicy):
     :param blocks: groups of the block-diagonal GRU (``deterministic_size`` must be a multiple)
     :param unimix: uniform share of the latents' categoricals
     :param cnn_depth: conv channel multiplier (None: preset)
+    :param cnn_strided: stride-2 convolutions in the image encoder and decoder instead of stride 1 with max-pooling
+        and upsampling (danijar/dreamerv3's ``strided``, off by default there too): a quarter of their FLOPs
     :param mlp_units: width of the encoder's and decoder's MLPs (None: preset)
     :param mlp_layers: layers of the encoder's and decoder's MLPs
     :param reward_units: width of the reward and continuation heads (None: preset)
@@ -194,6 +196,7 @@ class DreamerV3Policy(BeliefPolicy):
         blocks: int = 8,
         unimix: float = 0.01,
         cnn_depth: Optional[int] = None,
+        cnn_strided: bool = False,
         mlp_units: Optional[int] = None,
         mlp_layers: int = 3,
         reward_units: Optional[int] = None,
@@ -243,6 +246,7 @@ class DreamerV3Policy(BeliefPolicy):
             blocks=blocks,
             unimix=unimix,
             cnn_depth=cnn_depth,
+            cnn_strided=cnn_strided,
             mlp_units=mlp_units,
             mlp_layers=mlp_layers,
             reward_units=reward_units,
@@ -286,6 +290,7 @@ class DreamerV3Policy(BeliefPolicy):
             free_bits=kwargs["free_bits"],
             dyn_scale=kwargs["dyn_scale"],
             rep_scale=kwargs["rep_scale"],
+            cnn_strided=kwargs["cnn_strided"],
         )
 
     def _build(self) -> None:

@@ -47,6 +47,7 @@ class DreamerV3WorldModel(WorldModelBase):
     :param free_bits: free nats of each KL term, per step
     :param dyn_scale: weight of the dynamics KL (trains the prior)
     :param rep_scale: weight of the representation KL (trains the posterior)
+    :param cnn_strided: stride-2 convolutions in the image encoder and decoder (the reference's ``strided``)
     """
 
     rssm: CategoricalRSSM
@@ -72,10 +73,11 @@ class DreamerV3WorldModel(WorldModelBase):
         free_bits: float = 1.0,
         dyn_scale: float = 0.5,
         rep_scale: float = 0.1,
+        cnn_strided: bool = False,
     ) -> None:
         super().__init__()
         self.free_bits, self.dyn_scale, self.rep_scale = free_bits, dyn_scale, rep_scale
-        self.encoder = ObservationEncoderV3(observation_space, cnn_depth, mlp_units, mlp_layers)
+        self.encoder = ObservationEncoderV3(observation_space, cnn_depth, mlp_units, mlp_layers, cnn_strided)
         self.rssm = CategoricalRSSM(
             self.encoder.output_size,
             action_size(action_space),
@@ -87,7 +89,7 @@ class DreamerV3WorldModel(WorldModelBase):
             unimix,
         )
         features = self.rssm.feature_size
-        self.decoder = ObservationDecoderV3(observation_space, features, cnn_depth, mlp_units, mlp_layers)
+        self.decoder = ObservationDecoderV3(observation_space, features, cnn_depth, mlp_units, mlp_layers, cnn_strided)
         # zero-initialised output layer: every reward is predicted as exactly 0 at first
         self.reward_head = normed_mlp(features, head_units, reward_layers, bins, outscale=0.0)
         self.continuation_head = normed_mlp(features, head_units, continuation_layers, 1)
