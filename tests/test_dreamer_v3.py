@@ -350,7 +350,7 @@ def test_compiled_losses_match_eager_and_compile_once():
         policy.return_normalizer.load_state_dict(normalizer)
         policy.zero_grad(set_to_none=True)
         th.manual_seed(1)
-        loss, metrics = runner(batch)
+        loss, metrics, _ = runner(batch)
         generator = th.get_rng_state()
         loss.backward()
         gradients = {name: p.grad.clone() for name, p in policy.named_parameters() if p.grad is not None}

@@ -44,6 +44,14 @@ class SequenceReplayBuffer(ReplayBuffer):
     valid chunks. A chunk may cross episode boundaries: ``is_first`` tells the model where to reset.
     Observations and rewards pass through ``VecNormalize`` on sampling, as in SB3's buffer.
 
+    Replay context (``replay_context=True``; DreamerV3's ``replay_context: 1``): the buffer also keeps, per row,
+    the latent state ``(h_t, s_t)`` the agent's filter reached on that row's observation (written while acting,
+    :meth:`store_latents`, and refreshed with the training posteriors, :meth:`write_latents`), and every sampled
+    chunk carries the stored state of the row before it (``context_deterministic`` / ``context_stochastic``), so
+    that a chunk cut from the middle of an episode starts from a belief instead of a blank state. Where no state
+    precedes a chunk (the stream's oldest row, a row after an episode's last observation, a row never filtered)
+    the context is zeros, the RSSMs' initial state.
+
     The buffer is saved with pickle (``save_replay_buffer``): load only files you trust.
 
     :param buffer_size: capacity in rows (all env streams together)
@@ -54,10 +62,17 @@ class SequenceReplayBuffer(ReplayBuffer):
     :param optimize_memory_usage: unused (observations are always stored once); kept for SB3's signature
     :param handle_timeout_termination: kept for SB3's signature; truncation is always kept apart
     :param sequence_length: default length of sampled chunks
+    :param replay_context: keep each row's latent state and sample it as the context of the next chunk
     :param max_memory_share: warn at construction when the buffer, once full, would take more than this share of
         the machine's memory (NumPy reserves the arrays now, and the OS commits their pages as they fill); 0 or
         None: never warn
     """
+
+    # class defaults: buffers pickled before the replay context existed load without it
+    replay_context = False
+    latent_deterministic: Optional[np.ndarray] = None
+    latent_stochastic: Optional[np.ndarray] = None
+    last_sample: Optional[tuple[np.ndarray, np.ndarray]] = None
 
     def __init__(
         self,
@@ -69,6 +84,7 @@ class SequenceReplayBuffer(ReplayBuffer):
         optimize_memory_usage: bool = False,
         handle_timeout_termination: bool = True,
         sequence_length: int = 50,
+        replay_context: bool = False,
         max_memory_share: Optional[float] = 0.25,
     ) -> None:
         BaseBuffer.__init__(self, buffer_size, observation_space, action_space, device, n_envs=n_envs)
@@ -103,6 +119,13 @@ class SequenceReplayBuffer(ReplayBuffer):
         # True where the env's next ``obs`` starts an episode and needs a row of its own
         self.episode_start = np.ones(n_envs, dtype=bool)
         self.steps_added = 0
+        self.replay_context = replay_context
+        # allocated by the first store_latents, which knows the model's sizes
+        self.latent_deterministic = None
+        self.latent_stochastic = None
+        self.latent_valid = np.zeros(shape, dtype=bool)
+        self._pending_latents: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None
+        self.last_sample = None
         if max_memory_share:
             self._warn_if_large(max_memory_share)
 
@@ -129,6 +152,7 @@ class SequenceReplayBuffer(ReplayBuffer):
         """Bytes held by the stored arrays."""
         obs = self.observations.values() if isinstance(self.observations, dict) else [self.observations]
         arrays = [*obs, self.actions, self.rewards, self.is_first, self.terminated, self.truncated]
+        arrays += [a for a in (self.latent_deterministic, self.latent_stochastic) if a is not None]
         return int(sum(a.nbytes for a in arrays))
 
     def size(self) -> int:
@@ -140,6 +164,76 @@ class SequenceReplayBuffer(ReplayBuffer):
         self.env_pos[:] = 0
         self.env_full[:] = False
         self.episode_start[:] = True
+        if self.replay_context:
+            self.latent_valid[:] = False
+            self._pending_latents = None
+
+    # ---- replay context ---------------------------------------------------------------------
+
+    def _allocate_latents(self, deterministic_size: int, stochastic_size: int) -> None:
+        shape = (self.buffer_size, self.n_envs)
+        if self.latent_deterministic is not None:
+            stored = (self.latent_deterministic.shape[-1], self.latent_stochastic.shape[-1])  # type: ignore[union-attr]
+            if stored != (deterministic_size, stochastic_size):
+                raise ValueError(
+                    f"The replay buffer holds latent states of sizes {stored} (deterministic, stochastic), and the model "
+                    f"gives {(deterministic_size, stochastic_size)}: this buffer was filled by another model size. Load "
+                    "a buffer saved by a model of this size, or start with an empty one."
+                )
+            return
+        self.latent_deterministic = np.zeros((*shape, deterministic_size), dtype=np.float32)
+        self.latent_stochastic = np.zeros((*shape, stochastic_size), dtype=np.float32)
+
+    def store_latents(self, deterministic: np.ndarray, stochastic: np.ndarray, starting: np.ndarray) -> None:
+        """
+        Keep the latent state the agent reached on each env's latest observation (replay context): in that
+        observation's row, or, where the observation starts an episode and :meth:`add` has not written its row
+        yet (``starting``), until it does.
+
+        :param deterministic: (n_envs, deterministic_size) ``h``
+        :param stochastic: (n_envs, stochastic features) ``s``
+        :param starting: (n_envs,) whether each env's latest observation starts an episode
+        """
+        if not self.replay_context:
+            return
+        deterministic = np.asarray(deterministic, dtype=np.float32).reshape(self.n_envs, -1)
+        stochastic = np.asarray(stochastic, dtype=np.float32).reshape(self.n_envs, -1)
+        self._allocate_latents(deterministic.shape[-1], stochastic.shape[-1])
+        starting = np.asarray(starting, dtype=bool).reshape(self.n_envs) | self.episode_start
+        self._pending_latents = (deterministic.copy(), stochastic.copy(), starting.copy())
+        written = np.flatnonzero(~starting & (self._rows_per_env() > 0))
+        rows = (self.env_pos[written] - 1) % self.buffer_size
+        self.latent_deterministic[rows, written] = deterministic[written]  # type: ignore[index]
+        self.latent_stochastic[rows, written] = stochastic[written]  # type: ignore[index]
+        self.latent_valid[rows, written] = True
+
+    def _store_pending_latents(self, starting: np.ndarray, rows: np.ndarray) -> None:
+        """The states :meth:`store_latents` kept for the episodes' first observations, into their new ``rows``."""
+        self.latent_valid[rows, starting] = False
+        pending = self._pending_latents
+        if pending is None or self.latent_deterministic is None:
+            return
+        known = pending[2][starting]
+        rows, envs = rows[known], starting[known]
+        self.latent_deterministic[rows, envs] = pending[0][envs]
+        self.latent_stochastic[rows, envs] = pending[1][envs]  # type: ignore[index]
+        self.latent_valid[rows, envs] = True
+
+    def write_latents(self, rows: np.ndarray, envs: np.ndarray, deterministic: np.ndarray, stochastic: np.ndarray) -> None:
+        """
+        Replace the stored latent states of sampled rows (the training posteriors: fresher than those of acting).
+
+        :param rows: (batch, time) rows, as :attr:`last_sample` gives them
+        :param envs: (batch, 1) env streams
+        :param deterministic: (batch, time, deterministic_size)
+        :param stochastic: (batch, time, stochastic features)
+        """
+        if not self.replay_context:
+            return
+        self._allocate_latents(deterministic.shape[-1], stochastic.shape[-1])
+        self.latent_deterministic[rows, envs] = deterministic  # type: ignore[index]
+        self.latent_stochastic[rows, envs] = stochastic  # type: ignore[index]
+        self.latent_valid[rows, envs] = True
 
     def start_episodes(self, mask: np.ndarray) -> None:
         """Mark envs whose next ``obs`` begins a new episode (e.g. after an external ``env.reset()``)."""
@@ -207,6 +301,7 @@ class SequenceReplayBuffer(ReplayBuffer):
         truncated = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos]) & done
         zeros = np.zeros(self.n_envs, dtype=bool)
         if len(starting):
+            first_rows = self.env_pos[starting].copy()
             self._write(
                 starting,
                 obs,
@@ -214,6 +309,12 @@ class SequenceReplayBuffer(ReplayBuffer):
                 np.zeros(self.n_envs, dtype=np.float32),
                 dict(is_first=~zeros, terminated=zeros, truncated=zeros),
             )
+            if self.replay_context:
+                self._store_pending_latents(starting, first_rows)
+        if self.replay_context:
+            # the next observation's state comes with the next store_latents (an episode's last one never has one)
+            self.latent_valid[self.env_pos, np.arange(self.n_envs)] = False
+            self._pending_latents = None
         self._write(
             np.arange(self.n_envs),
             next_obs,
@@ -258,7 +359,19 @@ class SequenceReplayBuffer(ReplayBuffer):
         oldest = np.where(self.env_full[envs], self.env_pos[envs], 0)
         rows = (oldest + offsets)[:, None] + np.arange(length)[None, :]
         rows %= self.buffer_size
-        return self._get_samples((rows, envs[:, None]), env=env)
+        self.last_sample = (rows, envs[:, None])
+        samples = self._get_samples((rows, envs[:, None]), env=env)
+        if not self.replay_context or self.latent_deterministic is None:
+            return samples
+        # the row before each chunk, where it exists: not before the stream's oldest row
+        before = (rows[:, 0] - 1) % self.buffer_size
+        valid = (offsets > 0) & self.latent_valid[before, envs]
+        deterministic = np.where(valid[:, None], self.latent_deterministic[before, envs], 0.0)
+        stochastic = np.where(valid[:, None], self.latent_stochastic[before, envs], 0.0)  # type: ignore[index]
+        return samples._replace(
+            context_deterministic=self._to_device(deterministic, th.float32),
+            context_stochastic=self._to_device(stochastic, th.float32),
+        )
 
     def _to_device(self, array: np.ndarray, dtype: Optional[th.dtype] = None) -> th.Tensor:
         """

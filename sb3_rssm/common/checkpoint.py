@@ -220,6 +220,7 @@ class CheckpointMixin:
             "_update_runner",
             "_imagination_runner",
             "_loss_runner",
+            "_replay_posterior",
             "_warned_short_buffer",
             "_open_loop_logged",
             "_compile_announced",

@@ -27,6 +27,7 @@ from torch import nn
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from sb3_rssm.common.networks import MLP, make_activation
+from sb3_rssm.common.type_aliases import SequenceSamples
 
 KL_STRATEGIES = ("regular", "free_bits", "free_bits_per_step", "balanced", "dyn_rep")
 
@@ -146,6 +147,15 @@ class RSSMBase(nn.Module):
     def from_belief(self, deterministic: th.Tensor, stochastic: th.Tensor) -> LatentState:
         """The latent state that acting carries between steps as ``(h, s)`` (the rest of the state is not needed)."""
         raise NotImplementedError
+
+    def context_state(self, batch: SequenceSamples) -> Optional[LatentState]:
+        """
+        The state a replayed chunk starts from: the replay context stored for the step before it (zeros, the
+        initial state, where there is none), or None (the initial state) when the replay keeps no context.
+        """
+        if batch.context_deterministic is None or batch.context_stochastic is None:
+            return None
+        return self.from_belief(batch.context_deterministic, batch.context_stochastic)
 
     def deterministic_step(self, state: LatentState, action: th.Tensor) -> th.Tensor:
         """``h_t`` from the state at t-1 and ``a_{t-1}``: the deterministic path, shared by prior and posterior."""

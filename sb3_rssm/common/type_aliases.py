@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+from typing import NamedTuple, Optional, Union
 
 import torch as th
 
@@ -22,6 +22,10 @@ class SequenceSamples(NamedTuple):
     :param is_first: (batch, time) float, 1 at the first step of an episode
     :param terminated: (batch, time) float, 1 where o_t is terminal (no bootstrap past it)
     :param truncated: (batch, time) float, 1 where the episode was cut after o_t (time limit)
+    :param context_deterministic: with the replay context (see
+        :class:`~sb3_rssm.common.buffers.SequenceReplayBuffer`), the stored ``h`` of the step before each chunk,
+        (batch, deterministic_size), zeros where there is none; None without it
+    :param context_stochastic: the stored ``s`` of that step, (batch, stochastic features), zeros where there is none
     """
 
     observations: TensorObs
@@ -30,3 +34,5 @@ class SequenceSamples(NamedTuple):
     is_first: th.Tensor
     terminated: th.Tensor
     truncated: th.Tensor
+    context_deterministic: Optional[th.Tensor] = None
+    context_stochastic: Optional[th.Tensor] = None

@@ -453,7 +453,7 @@ def _map_tensors(function: Callable[[th.Tensor], th.Tensor], batch: SequenceSamp
         observations = {key: function(value) for key, value in observations.items()}
     else:
         observations = function(observations)
-    return SequenceSamples(observations, *(function(x) for x in batch[1:]))
+    return SequenceSamples(observations, *(None if x is None else function(x) for x in batch[1:]))
 
 
 def _copy_tensors(static: SequenceSamples, batch: SequenceSamples) -> None:
@@ -462,7 +462,7 @@ def _copy_tensors(static: SequenceSamples, batch: SequenceSamples) -> None:
         pairs = [(static.observations[key], batch.observations[key]) for key in static.observations]
     else:
         pairs = [(static.observations, batch.observations)]
-    for target, source in [*pairs, *zip(static[1:], batch[1:])]:
+    for target, source in [*pairs, *((a, b) for a, b in zip(static[1:], batch[1:]) if a is not None)]:
         if target.shape != source.shape:
             raise ValueError(
                 f"A captured update takes batches of one shape: got {tuple(source.shape)} after {tuple(target.shape)}. "

@@ -57,7 +57,7 @@ class UpdateWiringMixin:
     update: Optional[GradientUpdate]
     _update_runner: Optional[Any]
     _imagination_runner: Optional[Callable[[LatentState], tuple[LatentState, th.Tensor]]]
-    _loss_runner: Optional[Callable[[SequenceSamples], tuple[th.Tensor, dict[str, th.Tensor]]]]
+    _loss_runner: Optional[Callable[[SequenceSamples], tuple[th.Tensor, dict[str, th.Tensor], LatentState]]]
     _nonfinite_in_a_row: int
     #: whether this model object said that its first update compiles (not saved: a loaded model compiles again)
     _compile_announced: bool = False
@@ -278,10 +278,11 @@ class UpdateWiringMixin:
             self.logger.record(f"train/{name}", learning_rate)
             set_learning_rate(optimizer, learning_rate)
 
-    def _update_loss(self, batch: SequenceSamples) -> tuple[th.Tensor, dict[str, th.Tensor]]:
+    def _update_loss(self, batch: SequenceSamples) -> tuple[th.Tensor, dict[str, th.Tensor], LatentState]:
         """
-        The loss of one update and its detached scalar metrics, for algorithms with ``has_single_loss`` (their
-        :meth:`_train_step` runs it through ``_loss_runner``, compiled under ``compile_update="losses"``).
+        The loss of one update, its detached scalar metrics and the detached posterior states, for algorithms with
+        ``has_single_loss`` (their :meth:`_train_step` runs it through ``_loss_runner``, compiled under
+        ``compile_update="losses"``).
         """
         raise NotImplementedError(f"{type(self).__name__} has no single loss per update")
 

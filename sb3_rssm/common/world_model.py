@@ -64,7 +64,8 @@ class WorldModelBase(nn.Module):
         """
         embeds = self.encoder(batch.observations)
         context = min(context, embeds.shape[1])
-        posterior, _ = self.rssm.observe(embeds[:, :context], batch.actions[:, :context], batch.is_first[:, :context])
+        start = self.rssm.context_state(batch)
+        posterior, _ = self.rssm.observe(embeds[:, :context], batch.actions[:, :context], batch.is_first[:, :context], start)
         features = [posterior.features]
         if context < embeds.shape[1]:
             last = type(posterior)(*(x[:, -1] for x in posterior))
@@ -89,7 +90,7 @@ class WorldModelBase(nn.Module):
             head: TensorObs = {key: value[:n_sequences] for key, value in observations.items()}
         else:
             head = observations[:n_sequences]
-        small = SequenceSamples(head, *(x[:n_sequences] for x in batch[1:]))
+        small = SequenceSamples(head, *(None if x is None else x[:n_sequences] for x in batch[1:]))
         strips = {}
         for key, predicted in self.open_loop_prediction(small, context).items():
             real = (head[key] if isinstance(head, dict) else head).float() / 255.0
@@ -210,7 +211,7 @@ class WorldModel(WorldModelBase):
         # the encoder's input and the decoder's target: converted once
         images = self.encoder.preprocess(batch.observations)
         embeds = self.encoder(batch.observations, images)
-        posterior, prior = self.rssm.observe(embeds, batch.actions, batch.is_first)
+        posterior, prior = self.rssm.observe(embeds, batch.actions, batch.is_first, self.rssm.context_state(batch))
         features = posterior.features
         metrics: dict[str, th.Tensor] = {}
         loss = th.zeros((), device=features.device)

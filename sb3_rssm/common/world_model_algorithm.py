@@ -207,7 +207,7 @@ class WorldModelAlgorithm(CheckpointMixin, UpdateWiringMixin, OffPolicyAlgorithm
         self.update: Optional[GradientUpdate] = None
         self._update_runner: Optional[Any] = None
         self._imagination_runner: Optional[Callable[[LatentState], tuple[LatentState, th.Tensor]]] = None
-        self._loss_runner: Optional[Callable[[SequenceSamples], tuple[th.Tensor, dict[str, th.Tensor]]]] = None
+        self._loss_runner: Optional[Callable[[SequenceSamples], tuple[th.Tensor, dict[str, th.Tensor], LatentState]]] = None
         self.log_prediction_interval = log_prediction_interval
         # whether this model object logged an open-loop image yet (not saved: a resumed run logs one at once too)
         self._open_loop_logged = False
@@ -324,6 +324,7 @@ class WorldModelAlgorithm(CheckpointMixin, UpdateWiringMixin, OffPolicyAlgorithm
             self._check_policy_kwargs(error)
             raise
         self._filter_state = None
+        self._replay_posterior: Optional[tuple[th.Tensor, th.Tensor]] = None
         self.grad_scaler = th.amp.GradScaler(self.device.type) if self.mixed_precision == "fp16" else None
         # the policy builds its optimizers with placeholder learning rates: the schedules' start values
         for _, optimizer, schedule in self._optimizer_schedules():
@@ -355,6 +356,9 @@ class WorldModelAlgorithm(CheckpointMixin, UpdateWiringMixin, OffPolicyAlgorithm
             forced = th.as_tensor(actions_to_model(random_actions, self.action_space), device=self.device)
         with th.no_grad():
             model_action, self._filter_state = self.policy.step(obs_tensor, self._filter_state, starts, False, forced)
+        if isinstance(self.replay_buffer, SequenceReplayBuffer) and self.replay_buffer.replay_context:
+            deterministic, stochastic = (x.float().cpu().numpy() for x in self._filter_state[:2])
+            self.replay_buffer.store_latents(deterministic, stochastic, np.asarray(self._last_episode_starts, dtype=bool))
         action = self.policy.to_env_action(model_action)
         buffer_action = self.policy.scale_action(action) if isinstance(self.action_space, spaces.Box) else action
         return action, buffer_action
@@ -523,7 +527,15 @@ class WorldModelAlgorithm(CheckpointMixin, UpdateWiringMixin, OffPolicyAlgorithm
         with self._autocast():
             loss, metrics, posterior = self.policy.world_model.loss(batch)
         self.update.backward(loss, "model")
+        self._keep_for_replay(posterior)
         return posterior.detach(), metrics
+
+    def _keep_for_replay(self, posterior: LatentState) -> None:
+        """
+        Hold the update's posterior states (detached) for the replay context: :meth:`train` writes them into the
+        rows the batch came from after the phase's updates (a captured update refills the same tensors).
+        """
+        self._replay_posterior = (posterior.deterministic.detach(), posterior.stochastic.detach())
 
     def _train_step(self, batch: SequenceSamples) -> dict[str, th.Tensor]:
         """The losses and backward passes of one update (the optimizers step after it); returns detached scalar metrics."""
@@ -547,15 +559,23 @@ class WorldModelAlgorithm(CheckpointMixin, UpdateWiringMixin, OffPolicyAlgorithm
             self._announce_compile()
         first_update = self._n_updates
         start = time.perf_counter()
+        buffer = self.replay_buffer
+        context = isinstance(buffer, SequenceReplayBuffer) and buffer.replay_context
+        posteriors = []
         for step in range(gradient_steps):
-            batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            batch = buffer.sample(batch_size, env=self._vec_normalize_env)
             self._update_runner(batch)
+            if context:
+                # copies on the device now; read on the host after the phase's one synchronisation
+                posteriors.append((buffer.last_sample, *(x.clone() for x in self._replay_posterior)))
             if self.log_prediction_interval > 0 and (first_update + step + 1) % self.log_prediction_interval == 0:
                 self._log_open_loop(batch)
         # a first image at the end of the first training phase: a short run shows one too
         if self.log_prediction_interval > 0 and gradient_steps > 0 and not self._open_loop_logged:
             self._log_open_loop(batch)
         report = self.update.read(first_update, self.num_timesteps)
+        for (rows, envs), deterministic, stochastic in posteriors:
+            buffer.write_latents(rows, envs, deterministic.float().cpu().numpy(), stochastic.float().cpu().numpy())
         elapsed = time.perf_counter() - start
         self._n_updates = first_update + report.updates
         self._nonfinite_in_a_row = report.nonfinite_in_a_row

@@ -318,10 +318,11 @@ class DreamerV3(WorldModelAlgorithm):
         action = self.policy.actor.sample(state.features)
         return self.policy.world_model.rssm.imagine_step(state, action), action
 
-    def _update_loss(self, batch: SequenceSamples) -> tuple[th.Tensor, dict[str, th.Tensor]]:
+    def _update_loss(self, batch: SequenceSamples) -> tuple[th.Tensor, dict[str, th.Tensor], LatentState]:
         """
         The sum of the world-model, actor, critic and replay-critic losses (the replay critic loss trains the world
-        model's representations too), and the detached metrics.
+        model's representations too), the detached metrics, and the detached posterior states (for the replay
+        context).
         """
         policy = self.policy
         with self._autocast():
@@ -336,12 +337,13 @@ class DreamerV3(WorldModelAlgorithm):
             critic_loss=critic_loss.detach(),
             replay_critic_loss=replay_loss.detach(),
         )
-        return loss, metrics
+        return loss, metrics, posterior.detach()
 
     def _train_step(self, batch: SequenceSamples) -> dict[str, th.Tensor]:
         """:meth:`_update_loss` and one backward pass of it into the three groups; the optimizers step after it."""
-        loss, metrics = self._loss_runner(batch)
+        loss, metrics, posterior = self._loss_runner(batch)
         self.update.backward(loss, "model", "actor", "critic")
+        self._keep_for_replay(posterior)
         return metrics
 
     def _imagination_loss(self, start: LatentState) -> tuple[th.Tensor, th.Tensor, th.Tensor, dict[str, th.Tensor]]:

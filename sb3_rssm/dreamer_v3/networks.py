@@ -205,7 +205,7 @@ class ConvDecoderV3(nn.Module):
             return [nn.Upsample(scale_factor=2), _conv(in_channels, out_channels, kernel)]
 
         for mult in reversed(mults[:-1]):
-            layers += upsample(channels, depth * mult) + [RMSNorm(depth * mult, dim=1), nn.SiLU(True)]
+            layers += [*upsample(channels, depth * mult), RMSNorm(depth * mult, dim=1), nn.SiLU(True)]
             channels = depth * mult
         layers += upsample(channels, out_channels)
         self.net = nn.Sequential(*layers)

@@ -111,7 +111,8 @@ class DreamerV3WorldModel(WorldModelBase):
         :return: (loss, detached metrics, posterior states (batch, time, ...), with gradient)
         """
         images = self.encoder.preprocess(batch.observations)
-        posterior, prior = self.rssm.observe(self.encoder(batch.observations, images), batch.actions, batch.is_first)
+        embeds = self.encoder(batch.observations, images)
+        posterior, prior = self.rssm.observe(embeds, batch.actions, batch.is_first, self.rssm.context_state(batch))
         features = posterior.features
         metrics: dict[str, th.Tensor] = {}
         loss = th.zeros((), device=features.device)
