@@ -64,13 +64,36 @@ def test_normed_mlp_output_scale():
     assert net(th.randn(3, 4, 5)).shape == (3, 4, 255)
 
 
-def test_conv_encoder_and_decoder_shapes_and_range():
-    encoder = ConvEncoderV3(3, depth=2)
+@pytest.mark.parametrize("strided", [False, True])
+def test_conv_encoder_and_decoder_shapes_and_range(strided):
+    encoder = ConvEncoderV3(3, depth=2, strided=strided)
     assert encoder(th.rand(4, 5, 3, 64, 64) - 0.5).shape == (4, 5, 2 * 4 * 16) and encoder.output_size == 128
-    decoder = ConvDecoderV3(10, 3, depth=2)
+    decoder = ConvDecoderV3(10, 3, depth=2, strided=strided)
     images = decoder(th.randn(4, 5, 10) * 10)
     assert images.shape == (4, 5, 3, 64, 64)
     assert images.min() >= -0.5 and images.max() <= 0.5  # sigmoid, in the encoder's input units
+
+
+def test_strided_convolutions_run_at_their_outputs_resolution():
+    """The reference's ``strided``: one stride-2 (transposed) convolution per stage, no max-pool or upsampling."""
+    encoder, decoder = ConvEncoderV3(3, depth=2, strided=True), ConvDecoderV3(10, 3, depth=2, strided=True)
+    convs = [m for m in encoder.modules() if isinstance(m, nn.Conv2d)]
+    assert [m.stride for m in convs] == [(2, 2)] * 4 and not any(isinstance(m, nn.MaxPool2d) for m in encoder.modules())
+    upconvs = [m for m in decoder.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(upconvs) == 4 and not any(isinstance(m, (nn.Upsample, nn.Conv2d)) for m in decoder.modules())
+    # each output of a transposed convolution sums over in_channels * kernel**2 weights: its fan-in (std 1/sqrt of it)
+    th.manual_seed(0)
+    upconv = upconvs[0]
+    fan_in = upconv.in_channels * 25
+    assert upconv.weight.abs().max() <= 2 * 1.1368 / math.sqrt(fan_in)
+    assert abs(upconv.weight.std().item() * math.sqrt(fan_in) - 1) < 0.05
+    # every input pixel reaches the output's 2x2 block it maps to: no pixel of the image is left out
+    x = th.randn(1, upconv.in_channels, 4, 4, requires_grad=True)
+    grad = th.autograd.grad(upconv(x).square().sum(), x)[0]
+    assert (grad.abs().sum(1) > 0).all()
+    image = th.rand(1, 3, 64, 64, requires_grad=True)
+    grad = th.autograd.grad(encoder(image).square().sum(), image)[0]
+    assert (grad.abs().sum(1) > 0).all()  # every pixel reaches the features
 
 
 def test_observation_encoder_and_decoder_use_symlog_for_vectors():
