@@ -487,6 +487,20 @@ def _curve(run: dict) -> str:
     return ", ".join(f"{v:.{digits}f}" for v in values)
 
 
+def _sampled(runs: list[dict], per_seed: bool = True) -> str:
+    """
+    The runs' final returns with sampled actions (``--sampled-eval``): per seed and, for several, their median; with
+    ``per_seed=False`` the median alone. A run without that evaluation shows as n/a.
+    """
+    values = [r.get("final_return_sampled") for r in runs]
+    known = [v for v in values if v is not None]
+    median = f"**{np.median(known):.1f}**" if known else ""
+    if not per_seed:
+        return f"median {median}" if median else ""
+    text = ", ".join("n/a" if v is None else f"{v:.1f}" for v in values)
+    return f"{text} ({median})" if len(runs) > 1 and median else text
+
+
 def results_table(results: list[dict], source: str, per_seed: bool = False, curves: bool = False) -> list[str]:
     """
     The table of some benchmark runs (``results.json`` records), as markdown lines: final evaluation return per seed,
@@ -509,17 +523,21 @@ def results_table(results: list[dict], source: str, per_seed: bool = False, curv
         refs = [f"[{commands.index(r.get('command')) + 1}]" for r in runs]
         return refs[0] if len(set(refs)) == 1 else ", ".join(refs)
 
+    # the sampled-action evaluation (--sampled-eval) gets columns only where a run has it: older tables stay as they were
+    sampled = any("final_return_sampled" in r for r in results)
     if per_seed:
         evaluations = " | evaluations during training" if curves else ""
+        sampled_column = " | sampled actions" if sampled else ""
         lines = [
-            f"| algorithm | env | seed | env steps | final eval return{evaluations} | wall time | command |",
-            "|---|---|---|---|---|" + ("---|" if curves else "") + "---|---|",
+            f"| algorithm | env | seed | env steps | final eval return{sampled_column}{evaluations} | wall time | command |",
+            "|---|---|---|---|---|" + ("---|" if sampled else "") + ("---|" if curves else "") + "---|---|",
         ]
     else:
+        sampled_column = "| sampled actions per seed (median) " if sampled else ""
         lines = [
             "| algorithm | env | env steps | seeds | final eval return per seed | mean ± std | median "
-            "| wall time per run (median) | command per seed |",
-            "|---|---|---|---|---|---|---|---|---|",
+            f"{sampled_column}| wall time per run (median) | command per seed |",
+            "|---|---|---|---|---|---|---|" + ("---|" if sampled else "") + "---|---|",
         ]
     for (algo, env_id), runs in groups.items():
         returns = np.array([r["final_return"] for r in runs])
@@ -528,17 +546,21 @@ def results_table(results: list[dict], source: str, per_seed: bool = False, curv
         if per_seed:
             for r in runs:
                 cells = [_display(algo), env_id, str(r["seed"]), _steps([r]), f"{r['final_return']:.1f}"]
+                cells += [_sampled([r])] if sampled else []
                 cells += [_curve(r)] if curves else []
                 lines.append("| " + " | ".join([*cells, _wall(r["wall_s"]), ref([r])]) + " |")
             if len(runs) > 1:
                 summary = f"**median {np.median(returns):.1f}** (mean ± std {returns.mean():.1f} ± {returns.std():.1f})"
-                cells = [f"{_display(algo)}, {len(runs)} seeds", env_id, seeds, "", summary] + ([""] if curves else [])
+                cells = [f"{_display(algo)}, {len(runs)} seeds", env_id, seeds, "", summary]
+                cells += [_sampled(runs, per_seed=False)] if sampled else []
+                cells += [""] if curves else []
                 lines.append("| " + " | ".join([*cells, f"median {_wall(np.median(walls))}", ""]) + " |")
         else:
             spread = f"{returns.mean():.1f} ± {returns.std():.1f}" if len(runs) > 1 else ""
             per_seed_returns = ", ".join(f"{r['final_return']:.1f}" for r in runs)
             cells = [_display(algo), env_id, _steps(runs), seeds, per_seed_returns, spread]
-            cells += [f"**{np.median(returns):.1f}**", _wall(np.median(walls)), ref(runs)]
+            cells += [f"**{np.median(returns):.1f}**"] + ([_sampled(runs)] if sampled else [])
+            cells += [_wall(np.median(walls)), ref(runs)]
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Commands, as recorded in `{source}`:", ""]
     places = {(r.get("machine"), r.get("date")) for r in results}
@@ -569,6 +591,11 @@ def results_table(results: list[dict], source: str, per_seed: bool = False, curv
         "Final eval return: the mean return of `--eval-episodes` deterministic episodes after training; ± is the std "
         "over seeds."
     )
+    if sampled:
+        notes.append(
+            "Sampled actions: the same evaluation with `predict(deterministic=False)` (the published DreamerV3 curves "
+            "are of sampled actions); n/a where a run did not make it."
+        )
     lines.append(" ".join(notes))
     return lines
 

@@ -40,7 +40,7 @@ def test_benchmark_writes_table_and_curves(tmp_path):
     )
     _run(
         [
-            *f"--algos dreamer_v1 --envs {pixels} --seeds 0 --timesteps 20 --eval-freq 20".split(),
+            *f"--algos dreamer_v1 --envs {pixels} --seeds 0 --timesteps 20 --eval-freq 20 --sampled-eval".split(),
             *budget,
             "--out",
             out + "_pixels",
@@ -61,6 +61,12 @@ def test_benchmark_writes_table_and_curves(tmp_path):
     # a dm_control pixel id: the zoo YAML's CnnPolicy settings (shrunk by --tiny), frames noted under the table
     table = open(os.path.join(out + "_pixels", "table.md")).read()
     assert f"| DreamerV1 | {pixels} | 20 (160 frames) | 0 | " in table and f"({pixels}: 8)" in table
+    # --sampled-eval: the sampled-action evaluation beside the deterministic one, each time, and its column
+    (run,) = json.load(open(os.path.join(out + "_pixels", "results.json")))
+    assert len(run["curve_returns_sampled"]) == len(run["curve_returns"]) == 1
+    assert f"| {run['final_return_sampled']:.1f} |" in table and "sampled actions per seed (median)" in table
+    assert "--sampled-eval" in run["command"]
+    assert "sampled" not in open(os.path.join(out, "table.md")).read()  # runs without it: the table as before
     assert os.path.isfile(os.path.join(out + "_pixels", f"curve_{pixels.replace('/', '-')}.png"))
     # each world model's policy, as examples/quickstart_pixels.py loads the shipped one
     assert os.path.isfile(os.path.join(out + "_pixels", f"dreamer_v1_{pixels.replace('/', '-')}_0", "policy.zip"))
@@ -131,7 +137,9 @@ def test_benchmark_combines_the_runs_of_several_folders_without_running(tmp_path
         )
 
     folders = [tmp_path / "a", tmp_path / "b"]
-    runs_per_folder = ([run_record("dreamer_v1", 0, -150.0)], [run_record("planet", s, -170.0 - s) for s in (0, 1)])
+    planet = [run_record("planet", s, -170.0 - s) for s in (0, 1)]
+    planet[1]["final_return_sampled"] = -160.0  # one run evaluated with sampled actions too
+    runs_per_folder = ([run_record("dreamer_v1", 0, -150.0)], planet)
     for folder, runs in zip(folders, runs_per_folder):
         folder.mkdir()
         (folder / "results.json").write_text(json.dumps(runs))
@@ -142,6 +150,7 @@ def test_benchmark_combines_the_runs_of_several_folders_without_running(tmp_path
     table = (out / "table.md").read_text()
     assert "| DreamerV1 | Pendulum-v1 | 40 | 0 |" in table and "| PlaNet | Pendulum-v1 | 40 | 0, 1 |" in table
     assert "-170.5" in table
+    assert "| n/a |" in table and "| n/a, -160.0 (**-160.0**) |" in table  # the sampled-action column, n/a where missing
     assert (out / "curve_Pendulum-v1.png").stat().st_size > 0
     # nothing was trained: no run folders
     assert sorted(p.name for p in out.iterdir()) == ["curve_Pendulum-v1.png", "results.json", "table.md"]
