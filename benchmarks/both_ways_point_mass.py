@@ -6,6 +6,7 @@ pass both (see ``tests/test_learning.py``); a working one should, and hold it. P
 
     python -m benchmarks.both_ways_point_mass                            # the CI test's settings
     python -m benchmarks.both_ways_point_mass --actor-lr 8e-5 --mean-scale 2
+    python -m benchmarks.both_ways_point_mass --entropy 1e-3
 
 It is the probe of DreamerV1's saturation at a bound (docs/benchmarks.md, "The CI learning tests"): a saturated
 agent returns -26.5, a constant full action to one side whatever the target.
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--actor-lr", type=float, default=3e-4, help="actor learning rate (the CI test's: 3e-4)")
     parser.add_argument("--mean-scale", type=float, default=5.0, help="actor_mean_scale (the paper's: 5)")
     parser.add_argument("--init-std", type=float, default=1.0, help="actor_init_std (the CI test's: 1)")
+    parser.add_argument("--entropy", type=float, default=0.0, help="actor_entropy_coef (the paper's: 0)")
     parser.add_argument("--steps", type=int, default=2520)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -57,6 +59,7 @@ def main() -> None:
                 actor_learning_rate=args.actor_lr,
                 value_learning_rate=3e-4,
                 imagination_horizon=10,
+                actor_entropy_coef=args.entropy,
                 policy_kwargs=policy_kwargs,
                 **kwargs,
             )

@@ -118,3 +118,31 @@ def test_actor_mean_scale_reaches_the_actor_and_the_mirrored_point_mass_rewards_
     env.reset(seed=0)
     _, reward, _, _, _ = env.step(np.array([-1.0], np.float32))  # to -0.1: 0.4 from the mirror image -0.5
     assert reward == pytest.approx(-0.4)
+
+
+@pytest.mark.parametrize("coef", [0.0, 1e-2])
+def test_actor_entropy_holds_a_saturating_actor_off_the_bound(coef):
+    """
+    With the reward and value heads zeroed the returns carry no gradient, so the actor's gradient is the entropy
+    term's alone: with ``actor_entropy_coef`` it pulls a mean pushed towards the upper bound back (the tanh-squashed
+    distribution's entropy falls towards a bound); without it there is none.
+    """
+    model = tiny_model(DreamerV1, "MlpPolicy", PointMassEnv(), seed=0, actor_entropy_coef=coef)
+    model.learn(30)
+    policy = model.policy
+    with th.no_grad():
+        for head in (policy.world_model.reward_head, policy.value):
+            last = [m for m in head.modules() if isinstance(m, th.nn.Linear)][-1]
+            last.weight.zero_()
+            last.bias.zero_()
+        output = [m for m in policy.actor.modules() if isinstance(m, th.nn.Linear)][-1]
+        output.bias[0] = 3.0  # the mean's pre-activation, near the bound (mean scale 5: tanh(5 tanh(0.6)) = 0.998)
+    batch = model.replay_buffer.sample(2)
+    _, _, posterior = policy.world_model.loss(batch)
+    policy.zero_grad(set_to_none=True)
+    model._train_actor(posterior.detach())
+    gradient = output.bias.grad[0].item()
+    if coef == 0:
+        assert gradient == 0.0
+    else:
+        assert gradient > 0  # a descent step lowers the mean: away from the bound

@@ -145,7 +145,7 @@ def test_the_agent_stores_its_filter_states_and_the_losses_start_from_the_contex
 
     # training writes the update's posteriors into the rows it sampled
     model.train(gradient_steps=1, batch_size=4)
-    rows, envs = buffer.last_sample
+    rows, _ = buffer.last_sample
     written = {}  # chunks may overlap: the later one's state stays
     for chunk in range(len(rows)):
         for t, row in enumerate(rows[chunk]):

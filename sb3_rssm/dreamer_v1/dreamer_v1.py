@@ -41,6 +41,10 @@ class DreamerV1(WorldModelAlgorithm):
     :param imagination_horizon: imagined steps from every posterior state
     :param gamma: discount
     :param return_lambda: lambda of the lambda-returns
+    :param actor_entropy_coef: weight of the actor's entropy in its objective (0, the paper's: none; DreamerV2 adds
+        one). For Box actions the entropy is that of the tanh-squashed distribution, whose log-Jacobian term falls
+        without bound as the mean or the samples approach an action bound: a positive weight holds the actor off
+        the bounds, where tanh's vanishing gradient would otherwise keep it
     :param train_freq: steps (per env) between training phases
     :param gradient_steps: gradient steps per training phase
     :param max_grad_norm: gradient-norm clip of each optimizer
@@ -87,6 +91,7 @@ class DreamerV1(WorldModelAlgorithm):
         imagination_horizon: int = 15,
         gamma: float = 0.99,
         return_lambda: float = 0.95,
+        actor_entropy_coef: float = 0.0,
         train_freq: Union[int, tuple[int, str]] = (1000, "step"),
         gradient_steps: int = 100,
         max_grad_norm: float = 100.0,
@@ -133,6 +138,7 @@ class DreamerV1(WorldModelAlgorithm):
         self.imagination_horizon = imagination_horizon
         self.gamma = gamma
         self.return_lambda = return_lambda
+        self.actor_entropy_coef = actor_entropy_coef
         if _init_setup_model:
             self._setup_model()
 
@@ -140,7 +146,8 @@ class DreamerV1(WorldModelAlgorithm):
         """
         Imagine ``imagination_horizon`` steps with the actor from every start state, and evaluate them.
 
-        :return: (features (N, H, F), lambda-returns (N, H-1), weights (N, H-1), actor entropy (N, H))
+        :return: (features (N, H, F), lambda-returns (N, H-1), weights (N, H-1), actor entropy (N, H), with
+            gradient when ``actor_entropy_coef`` is positive)
         """
         world_model, actor = self.policy.world_model, self.policy.actor
         entropies = []
@@ -148,7 +155,8 @@ class DreamerV1(WorldModelAlgorithm):
         def act(state: RSSMState) -> th.Tensor:
             # the actor sees detached states; its gradient reaches it through the imagined dynamics
             distribution = actor.distribution(state.features.detach())
-            entropies.append(actor.entropy(distribution).detach())
+            entropy = actor.entropy(distribution)
+            entropies.append(entropy if self.actor_entropy_coef > 0 else entropy.detach())
             return actor.sample(distribution)
 
         imagined, _ = world_model.rssm.imagine(start, act, self.imagination_horizon)
@@ -185,8 +193,13 @@ class DreamerV1(WorldModelAlgorithm):
         with self._autocast():
             features, returns, weights, entropy = self.imagine(posterior.flatten())
             actor_loss = -(weights * returns).mean()
+            if self.actor_entropy_coef > 0:
+                # the entropy of the actions that lead into each weighted return (the last step's has no return)
+                actor_loss = actor_loss - self.actor_entropy_coef * (weights * entropy[:, :-1].float()).mean()
         self.update.backward(actor_loss, "actor")
-        metrics = dict(actor_loss=actor_loss.detach(), actor_entropy=entropy.mean(), imagined_return=returns.mean().detach())
+        metrics = dict(
+            actor_loss=actor_loss.detach(), actor_entropy=entropy.detach().mean(), imagined_return=returns.mean().detach()
+        )
         return features, returns, weights, metrics
 
     def _train_value(self, features: th.Tensor, returns: th.Tensor, weights: th.Tensor) -> dict[str, th.Tensor]:
