@@ -15,6 +15,7 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
 from stable_baselines3.common.vec_env import VecNormalize
 
+from sb3_rssm.common.disk import DiskArray, StorageLock
 from sb3_rssm.common.spaces import action_size, actions_to_model
 from sb3_rssm.common.type_aliases import SequenceSamples
 
@@ -52,7 +53,15 @@ class SequenceReplayBuffer(ReplayBuffer):
     precedes a chunk (the stream's oldest row, a row after an episode's last observation, a row never filtered)
     the context is zeros, the RSSMs' initial state.
 
-    The buffer is saved with pickle (``save_replay_buffer``): load only files you trust.
+    Storage (``storage``): ``"memory"`` keeps every array in NumPy arrays; ``"disk"`` keeps the observations and
+    the replay context's latent states, which are nearly all of a pixel buffer's bytes, in files under ``path``
+    (:class:`~sb3_rssm.common.disk.DiskArray`: read and written through file descriptors, so the process's resident
+    memory does not grow with the buffer; the OS page cache holds what fits), and the per-step scalars (action,
+    reward, flags: about 40 bytes a step) in memory. Sampling draws the same chunks from either at a fixed seed.
+    One run at a time may use a ``path`` (a lock file says which).
+
+    The buffer is saved with pickle (``save_replay_buffer``): load only files you trust. A disk buffer's pickle
+    holds its in-memory part, and its files are copied into a folder beside it (``<file>.pkl.data``).
 
     :param buffer_size: capacity in rows (all env streams together)
     :param observation_space: observation space
@@ -63,13 +72,17 @@ class SequenceReplayBuffer(ReplayBuffer):
     :param handle_timeout_termination: kept for SB3's signature; truncation is always kept apart
     :param sequence_length: default length of sampled chunks
     :param replay_context: keep each row's latent state and sample it as the context of the next chunk
+    :param storage: ``"memory"`` or ``"disk"`` (see above)
+    :param path: the folder of a disk buffer's files (created if missing; must not be in use by another run)
     :param max_memory_share: warn at construction when the buffer, once full, would take more than this share of
         the machine's memory (NumPy reserves the arrays now, and the OS commits their pages as they fill); 0 or
         None: never warn
     """
 
-    # class defaults: buffers pickled before the replay context existed load without it
+    # class defaults: buffers pickled before the replay context and the disk storage existed load without them
     replay_context = False
+    storage = "memory"
+    path: Optional[str] = None
     latent_deterministic: Optional[np.ndarray] = None
     latent_stochastic: Optional[np.ndarray] = None
     last_sample: Optional[tuple[np.ndarray, np.ndarray]] = None
@@ -85,9 +98,22 @@ class SequenceReplayBuffer(ReplayBuffer):
         handle_timeout_termination: bool = True,
         sequence_length: int = 50,
         replay_context: bool = False,
+        storage: str = "memory",
+        path: Optional[str] = None,
         max_memory_share: Optional[float] = 0.25,
     ) -> None:
         BaseBuffer.__init__(self, buffer_size, observation_space, action_space, device, n_envs=n_envs)
+        if storage not in ("memory", "disk"):
+            raise ValueError(f"Unknown replay storage {storage!r}: choose 'memory' or 'disk'.")
+        if storage == "disk" and not path:
+            raise ValueError(
+                "A disk replay buffer needs a folder for its files: replay_buffer_kwargs=dict(storage='disk', path=...)."
+            )
+        if storage == "memory" and path:
+            raise ValueError(f"path={path!r} is for a disk buffer: add storage='disk' to replay_buffer_kwargs, or drop path.")
+        self.storage, self.path = storage, None if path is None else os.path.abspath(os.fspath(path))
+        # taken at the first step stored: a model loaded only to act does not claim the folder
+        self._lock: Optional[StorageLock] = None
         if sequence_length < 1:
             raise ValueError(f"sequence_length must be positive, got {sequence_length}")
         if buffer_size // n_envs < sequence_length:
@@ -105,10 +131,11 @@ class SequenceReplayBuffer(ReplayBuffer):
         shape = (self.buffer_size, n_envs)
         if isinstance(observation_space, spaces.Dict):
             self.observations: NumpyObs = {
-                key: np.zeros(shape + space.shape, dtype=space.dtype) for key, space in observation_space.spaces.items()
+                key: self._array(f"observations.{key}", shape + space.shape, space.dtype)
+                for key, space in observation_space.spaces.items()
             }
         else:
-            self.observations = np.zeros(shape + observation_space.shape, dtype=observation_space.dtype)
+            self.observations = self._array("observations", shape + observation_space.shape, observation_space.dtype)
         self.actions = np.zeros((*shape, self.model_action_size), dtype=np.float32)
         self.rewards = np.zeros(shape, dtype=np.float32)
         self.is_first = np.zeros(shape, dtype=bool)
@@ -126,8 +153,77 @@ class SequenceReplayBuffer(ReplayBuffer):
         self.latent_valid = np.zeros(shape, dtype=bool)
         self._pending_latents: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None
         self.last_sample = None
-        if max_memory_share:
+        if max_memory_share and storage == "memory":
             self._warn_if_large(max_memory_share)
+
+    def _array(self, name: str, shape: tuple[int, ...], dtype: Any) -> Any:
+        """A per-step array: in memory, or a file of the disk storage."""
+        if self.storage == "disk":
+            assert self.path is not None
+            return DiskArray(self.path, name, shape, dtype)
+        return np.zeros(shape, dtype=dtype)
+
+    def _claim_storage(self) -> None:
+        """Lock a disk buffer's folder before its files are first written (a second run there fails here)."""
+        if self.storage == "disk" and self._lock is None:
+            assert self.path is not None
+            self._lock = StorageLock(self.path)
+
+    def disk_arrays(self) -> list[DiskArray]:
+        """The arrays kept in files (none for in-memory storage)."""
+        arrays = list(self.observations.values()) if isinstance(self.observations, dict) else [self.observations]
+        arrays += [self.latent_deterministic, self.latent_stochastic]
+        return [a for a in arrays if isinstance(a, DiskArray)]
+
+    def release_storage(self) -> None:
+        """Close the disk arrays' files and release the storage folder's lock (the buffer is not used after this)."""
+        for array in self.disk_arrays():
+            array.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def check_files(self, source: str) -> list[DiskArray]:
+        """Point the disk arrays at the files in ``source`` and check each (missing or truncated: a clear error)."""
+        arrays = self.disk_arrays()
+        for array in arrays:
+            array.relocate(source)
+            array.check()
+        return arrays
+
+    def adopt_files(self, source: str, directory: Optional[str]) -> None:
+        """
+        Take the data of a disk buffer just unpickled from the files in ``source`` (the copy a checkpoint holds):
+        copied into ``directory``, which this buffer then uses and locks (the checkpoint stays as it was), or, with
+        ``directory=None``, read into memory (the buffer becomes an in-memory one).
+
+        :param source: folder of the saved files
+        :param directory: this run's storage folder, or None
+        """
+        arrays = self.check_files(source)
+        if directory is None:
+            for name in ("latent_deterministic", "latent_stochastic"):
+                if isinstance(getattr(self, name), DiskArray):
+                    setattr(self, name, getattr(self, name).read_all())
+            if isinstance(self.observations, dict):
+                self.observations = {key: array.read_all() for key, array in self.observations.items()}  # type: ignore[union-attr]
+            else:
+                self.observations = self.observations.read_all()  # type: ignore[union-attr]
+            self.storage, self.path = "memory", None
+            return
+        self.path = os.path.abspath(directory)
+        self._lock = StorageLock(self.path)
+        for array in arrays:
+            array.copy_to(self.path)
+            array.relocate(self.path)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the lock belongs to the process that holds it
+        return {key: value for key, value in vars(self).items() if key != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self._lock = None
 
     def _warn_if_large(self, max_memory_share: float) -> None:
         """Warn, with the figures and the way out, when the full buffer would take much of the machine's memory."""
@@ -181,8 +277,8 @@ class SequenceReplayBuffer(ReplayBuffer):
                     "a buffer saved by a model of this size, or start with an empty one."
                 )
             return
-        self.latent_deterministic = np.zeros((*shape, deterministic_size), dtype=np.float32)
-        self.latent_stochastic = np.zeros((*shape, stochastic_size), dtype=np.float32)
+        self.latent_deterministic = self._array("latent_deterministic", (*shape, deterministic_size), np.float32)
+        self.latent_stochastic = self._array("latent_stochastic", (*shape, stochastic_size), np.float32)
 
     def store_latents(self, deterministic: np.ndarray, stochastic: np.ndarray, starting: np.ndarray) -> None:
         """
@@ -196,6 +292,7 @@ class SequenceReplayBuffer(ReplayBuffer):
         """
         if not self.replay_context:
             return
+        self._claim_storage()
         deterministic = np.asarray(deterministic, dtype=np.float32).reshape(self.n_envs, -1)
         stochastic = np.asarray(stochastic, dtype=np.float32).reshape(self.n_envs, -1)
         self._allocate_latents(deterministic.shape[-1], stochastic.shape[-1])
@@ -230,6 +327,7 @@ class SequenceReplayBuffer(ReplayBuffer):
         """
         if not self.replay_context:
             return
+        self._claim_storage()
         self._allocate_latents(deterministic.shape[-1], stochastic.shape[-1])
         self.latent_deterministic[rows, envs] = deterministic  # type: ignore[index]
         self.latent_stochastic[rows, envs] = stochastic  # type: ignore[index]
@@ -291,6 +389,7 @@ class SequenceReplayBuffer(ReplayBuffer):
         :param done: episode ended (terminated or truncated)
         :param infos: per-env info dicts (``TimeLimit.truncated`` marks truncation)
         """
+        self._claim_storage()
         reward = np.asarray(reward, dtype=np.float32).reshape(self.n_envs)
         done = np.asarray(done, dtype=bool).reshape(self.n_envs)
         self._check_finite("reward", reward)

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Optional, TypeVar, Union
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.save_util import json_to_data, load_from_pkl, open_path
+from stable_baselines3.common.save_util import json_to_data, load_from_pkl, open_path, save_to_pkl
 from stable_baselines3.common.type_aliases import GymEnv
 
 from sb3_rssm.common.buffers import SequenceReplayBuffer
@@ -28,6 +28,12 @@ from sb3_rssm.common.policies import BeliefPolicy
 
 SavePath = Union[str, pathlib.Path, io.BufferedIOBase]
 SelfCheckpointMixin = TypeVar("SelfCheckpointMixin", bound="CheckpointMixin")
+
+
+def _pickle_path(path: Union[str, pathlib.Path]) -> str:
+    """The file SB3's ``save_to_pkl`` / ``load_from_pkl`` use for ``path``: ``.pkl`` added where it has no suffix."""
+    path = pathlib.Path(path)
+    return str(path if path.suffix else path.with_name(path.name + ".pkl"))
 
 
 def missing_file_error(path: SavePath, suffix: str, what: str) -> FileNotFoundError:
@@ -159,6 +165,37 @@ class CheckpointMixin:
         # the loaded optimizer states are new tensors: a captured graph would go on stepping the old ones
         self._build_update()
 
+    def save_replay_buffer(self, path: SavePath) -> None:
+        """
+        Save the replay buffer as a pickle, as SB3 does. A disk buffer (``storage="disk"``) pickles its in-memory
+        part, and its files are copied (by the kernel, without passing through this process's memory) into the
+        folder ``<file>.pkl.data`` beside the pickle, so that the checkpoint does not change as the run goes on.
+
+        :param path: the file (``.pkl`` is added where it has no suffix)
+        """
+        buffer = self.replay_buffer
+        if not (isinstance(buffer, SequenceReplayBuffer) and buffer.storage == "disk"):
+            super().save_replay_buffer(path)  # type: ignore[misc]
+            return
+        if isinstance(path, io.BufferedIOBase):
+            raise ValueError(
+                "A disk replay buffer is saved to a path (its files are copied beside the pickle), not to a file object."
+            )
+        pickle_path = _pickle_path(path)
+        data = pickle_path + ".data"
+        arrays = buffer.disk_arrays()
+        for array in arrays:
+            array.copy_to(data)
+        # the pickle names the data folder relative to itself, so that the checkpoint can be moved as a whole
+        directories = [array.directory for array in arrays]
+        try:
+            for array in arrays:
+                array.directory = os.path.basename(data)
+            save_to_pkl(pickle_path, buffer, self.verbose)
+        finally:
+            for array, directory in zip(arrays, directories):
+                array.directory = directory
+
     def load_replay_buffer(self, path: Union[str, pathlib.Path, io.BufferedIOBase], truncate_last_traj: bool = True) -> None:
         """
         Load a replay buffer saved by ``save_replay_buffer``, after checking that it fits this model (a
@@ -205,6 +242,18 @@ class CheckpointMixin:
                 f"(one ring of steps per env): {'; '.join(layout) or 'env_pos is missing'}. It was saved by another "
                 "version or modified; collect a new buffer."
             )
+        if getattr(buffer, "storage", "memory") == "disk":
+            if isinstance(path, io.BufferedIOBase):
+                raise ValueError("A disk replay buffer is loaded from its path (its files lie beside it), not a file object.")
+            arrays = buffer.disk_arrays()
+            source = os.path.join(os.path.dirname(_pickle_path(path)), arrays[0].directory) if arrays else ""
+            current = self.replay_buffer
+            # this model's own disk storage takes the saved data; an in-memory model reads it into memory
+            directory = current.path if isinstance(current, SequenceReplayBuffer) and current.storage == "disk" else None
+            buffer.check_files(source)  # before this model's buffer is let go
+            if isinstance(current, SequenceReplayBuffer):
+                current.release_storage()
+            buffer.adopt_files(source, directory)
         # steps are stored one by one, so any chunk length can be drawn: train with this model's
         buffer.sequence_length = self.sequence_length
         buffer.device = self.device
