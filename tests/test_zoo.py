@@ -196,3 +196,45 @@ def test_the_train_launcher_help_names_its_own_options_then_the_zoos(capsys):
         zoo_train.main(["--help"])
     out = capsys.readouterr().out
     assert out.index("--preset {default,cpu}") < out.index("rl_zoo3.train's options") < out.index("--n-timesteps")
+
+
+@pytest.mark.parametrize("algo", ["dreamer_v1", "dreamer_v3", "planet"])
+def test_two_workers_share_one_optuna_study(tmp_path, algo):
+    """
+    ``-optimize`` with this package's samplers: two worker processes, two trials each, on one journal-file storage
+    (as many machines would share a PostgreSQL one); the study holds the four trials, from both processes, each with
+    the sampled parameters and an evaluation.
+    """
+    import subprocess
+
+    import optuna
+
+    entry = dict(policy="MlpPolicy", n_timesteps=30, learning_starts=20, batch_size=4, buffer_size=1000)
+    if algo != "planet":
+        entry["imagination_horizon"] = 3
+    conf = tmp_path / "conf.yml"
+    conf.write_text(yaml.safe_dump({"Pendulum-v1": entry}))
+    storage = str(tmp_path / "study.log")
+    command = [
+        sys.executable, "-m", "sb3_rssm.zoo.train", "--algo", algo, "--env", "Pendulum-v1",
+        "--env-kwargs", "max_episode_steps:10", "-optimize", "--n-trials", "2", "--sampler", "random", "--pruner",
+        "median", "--n-evaluations", "1", "--eval-episodes", "1", "--storage", storage, "--study-name", "sweep",
+        "--conf-file", str(conf), "--no-optim-plots", "--num-threads", "1", "-f", str(tmp_path / "logs"),
+    ]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    workers = [subprocess.Popen([*command, "--seed", str(seed)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+               for seed in (1, 2)]  # fmt: skip
+    outputs = [worker.communicate(timeout=600)[0].decode() for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers), "\n".join(output[-3000:] for output in outputs)
+    study = optuna.load_study(
+        study_name="sweep", storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+    )
+    trials = study.get_trials(states=[optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED])
+    assert len(trials) == 4 and len({trial.user_attrs["pid"] for trial in trials}) == 2
+    from sb3_rssm.zoo.hyperparams_opt import HYPERPARAMS_CONVERTER
+
+    for trial in trials:
+        assert {"learning_rate", "train_freq", "gradient_steps", "sequence_length", "size"} <= trial.params.keys()
+        kwargs = HYPERPARAMS_CONVERTER[algo](trial.params)
+        assert kwargs["train_freq"] == trial.params["train_freq"] and "policy_kwargs" in kwargs
+    assert any(trial.state == optuna.trial.TrialState.COMPLETE and trial.value is not None for trial in trials)

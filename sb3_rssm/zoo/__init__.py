@@ -79,12 +79,21 @@ def hyperparams_path(algo: str, preset: str) -> str:
 
 
 def register_algos() -> None:
-    """Add this package's algorithms (:data:`ALGOS`) to ``rl_zoo3.ALGOS`` (the dict every zoo script reads)."""
+    """
+    Add this package's algorithms (:data:`ALGOS`) to ``rl_zoo3.ALGOS`` (the dict every zoo script reads), and their
+    Optuna samplers (:mod:`sb3_rssm.zoo.hyperparams_opt`) to the zoo's ``HYPERPARAMS_SAMPLER`` and
+    ``HYPERPARAMS_CONVERTER``, which ``-optimize`` reads.
+    """
     try:
         import rl_zoo3
+        from rl_zoo3 import hyperparams_opt
     except ImportError as exc:
         raise ImportError(f"The zoo launchers need rl_zoo3 ({exc}): pip install 'sb3_rssm[extra]'") from exc
+    from sb3_rssm.zoo.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
+
     rl_zoo3.ALGOS.update(ALGOS)
+    hyperparams_opt.HYPERPARAMS_SAMPLER.update(HYPERPARAMS_SAMPLER)
+    hyperparams_opt.HYPERPARAMS_CONVERTER.update(HYPERPARAMS_CONVERTER)
 
 
 def _option_value(argv: list[str], *names: str) -> Optional[str]:
