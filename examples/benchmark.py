@@ -617,8 +617,7 @@ def _model(algo: str, policy: str, policy_kwargs: dict[str, Any]) -> str:
         return policy_kwargs.get(name, _policy_default(algorithm, policy, name))
 
     if algo == "dreamer_v3":
-        overrides = ["deterministic_size", "hidden_size", "classes", "cnn_depth", "mlp_units", "actor_units", "critic_units"]
-        given = [f"{name}={policy_kwargs[name]}" for name in overrides if name in policy_kwargs]
+        given = [f"{name}={value}" for name, value in policy_kwargs.items() if name != "size"]
         return ", ".join([f"`{get('size')}`", *given])
     text = f"RSSM {get('stochastic_size')}/{get('deterministic_size')}/{get('hidden_size')}"
     text += f", conv depth {get('cnn_depth')}" if policy != "MlpPolicy" else f", MLP {get('mlp_units')}"

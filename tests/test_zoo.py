@@ -94,13 +94,16 @@ def test_hyperparameter_files():
         assert benchmark.hyperparameters(algo, "Pendulum-v1", tiny=True)["batch_size"] == 2
     with pytest.raises(ValueError, match="No planet hyperparameters for 'CartPole-v1'"):
         load_hyperparams("planet", "CartPole-v1")
-    # every algorithm has a cpu preset for the pixel benchmark; DreamerV3's departs from the paper in size and ratio only
+    # every algorithm has a cpu preset for the pixel benchmark; DreamerV3's departs from the paper only where its YAML
+    # comment says why: model size, replay ratio, learning rates, bf16 (the reference's compute dtype) and dyn_scale 1.0
     for algo in ALGOS:
         with open(hyperparams_file(algo, "cpu")) as f:
             entry = yaml.safe_load(f)[dmc_env_id("cartpole-swingup")]
         assert entry["n_timesteps"] == 12500 and entry["policy"] == "CnnPolicy"
     cpu = load_hyperparams("dreamer_v3", dmc_env_id("cartpole-swingup"), preset="cpu")
-    assert cpu["policy_kwargs"] == dict(size="size1m") and cpu["learning_starts"] == 1024
+    assert cpu["policy_kwargs"] == dict(size="size1m", cnn_depth=16, cnn_strided=True, dyn_scale=1.0)
+    assert cpu["learning_starts"] == 1024 and cpu["mixed_precision"] == "bf16"
+    assert cpu["learning_rate"] == cpu["actor_learning_rate"] == cpu["critic_learning_rate"] == 1e-4
     assert set(cpu) <= {
         "policy",
         "buffer_size",
@@ -109,6 +112,10 @@ def test_hyperparameter_files():
         "sequence_length",
         "train_freq",
         "gradient_steps",
+        "learning_rate",
+        "actor_learning_rate",
+        "critic_learning_rate",
+        "mixed_precision",
         "policy_kwargs",
     }
 
