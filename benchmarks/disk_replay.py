@@ -13,6 +13,7 @@ Needs about 2.1x the buffer's size free on disk (the live files and a checkpoint
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -38,6 +39,12 @@ def rss() -> dict[str, float]:
                 key, kib = line.split()[:2]
                 values[key.rstrip(":")] = int(kib) / 2**20
     return {"rss_gib": round(values["VmRSS"], 3), "peak_rss_gib": round(values["VmHWM"], 3)}
+
+
+def reset_peak() -> None:
+    """Start VmHWM (the peak resident memory) afresh from the current resident memory (Linux 4.0 and later)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def fill(buffer: SequenceReplayBuffer, steps: int, episode: int = 500) -> float:
@@ -113,6 +120,8 @@ def main() -> None:
     from sb3_rssm import DreamerV1
     from sb3_rssm.common.envs import PointMassEnv
 
+    gc.collect()
+    reset_peak()  # the in-memory phase's peak is not the disk buffer's
     record(phase="empty", storage="disk", transitions=0)
     kwargs = dict(storage="disk", path=args.path + "/live")
     model = DreamerV1("CnnPolicy", PointMassEnv(pixels=True), buffer_size=args.transitions, replay_buffer_kwargs=kwargs)

@@ -198,3 +198,50 @@ def test_dreamer_v1_trains_from_a_disk_buffer(tmp_path):
     model = tiny_model(DreamerV1, "CnnPolicy", env, seed=0, buffer_size=200, replay_buffer_kwargs=kwargs)
     model.learn(40)
     assert model._n_updates > 0 and model.replay_buffer.size() > 40
+
+
+def test_a_checkpoint_is_read_without_write_access(tmp_path, monkeypatch):
+    """A checkpoint on a read-only mount loads: its files are only read. (As root, permissions do not stop a write
+    open, so the test fails any open of the checkpoint's files for writing.)"""
+    env = PointMassEnv(max_steps=10, pixels=True)
+    kwargs = dict(storage="disk", path=str(tmp_path / "live"))
+    model = tiny_model(DreamerV1, "CnnPolicy", env, seed=0, buffer_size=50, replay_buffer_kwargs=kwargs)
+    model.learn(20)
+    model.save_replay_buffer(tmp_path / "ckpt")
+    opened = os.open
+
+    def read_only_checkpoint(path, flags, *args):
+        if str(path).startswith(str(tmp_path / "ckpt.pkl.data")) and flags & (os.O_WRONLY | os.O_RDWR):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return opened(path, flags, *args)
+
+    monkeypatch.setattr(disk.os, "open", read_only_checkpoint)
+    rows = model.replay_buffer.size()
+    model.load_replay_buffer(tmp_path / "ckpt")
+    assert model.replay_buffer.storage == "disk" and model.replay_buffer.size() == rows > 20
+
+
+def test_saving_before_the_first_step_takes_the_folder_and_an_in_memory_checkpoint_lets_it_go(tmp_path):
+    def model(path):
+        kwargs = dict(storage="disk", path=str(path))
+        return tiny_model(
+            DreamerV1,
+            "CnnPolicy",
+            PointMassEnv(max_steps=10, pixels=True),
+            seed=0,
+            buffer_size=50,
+            replay_buffer_kwargs=kwargs,
+        )
+
+    fresh = model(tmp_path / "live")
+    fresh.save_replay_buffer(tmp_path / "empty")  # creates the live files: under the folder's lock
+    with pytest.raises(ValueError, match="in use by another run"):
+        disk.StorageLock(str(tmp_path / "live"))
+    in_memory = tiny_model(DreamerV1, "CnnPolicy", PointMassEnv(max_steps=10, pixels=True), seed=0, buffer_size=50)
+    in_memory.learn(10)
+    in_memory.save_replay_buffer(tmp_path / "memory")
+    rows = in_memory.replay_buffer.size()
+    with pytest.warns(UserWarning, match="was saved in memory: it stays in memory"):
+        fresh.load_replay_buffer(tmp_path / "memory")
+    assert fresh.replay_buffer.storage == "memory" and fresh.replay_buffer.size() == rows > 10
+    disk.StorageLock(str(tmp_path / "live")).release()  # the disk storage was let go

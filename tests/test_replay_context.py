@@ -160,3 +160,36 @@ def test_the_agent_stores_its_filter_states_and_the_losses_start_from_the_contex
     assert loaded.replay_buffer.replay_context
     np.testing.assert_array_equal(loaded.replay_buffer.latent_deterministic, buffer.latent_deterministic)
     np.testing.assert_array_equal(loaded.replay_buffer.latent_valid, buffer.latent_valid)
+
+
+def test_non_finite_posteriors_are_not_written_back():
+    # a skipped (non-finite) update's posteriors would start every later chunk after their rows and spread
+    buffer = SequenceReplayBuffer(100, VECTOR, ACTION, sequence_length=5, replay_context=True)
+    collect(buffer, 30, lengths=(9,))
+    buffer.sample(4)
+    rows, envs = buffer.last_sample
+    before = buffer.latent_deterministic[rows, envs].copy(), buffer.latent_stochastic[rows, envs].copy()
+    deterministic, stochastic = np.full((4, 5, 3), 7.0, np.float32), np.full((4, 5, 1), 8.0, np.float32)
+    deterministic[0, 2, 1] = np.nan
+    stochastic[3, 4, 0] = np.inf
+    buffer.write_latents(rows, envs, deterministic, stochastic)
+    bad = np.zeros((4, 5), bool)
+    bad[0, 2] = bad[3, 4] = True
+    # a row sampled twice keeps the write of its finite copy
+    kept = bad & ~np.isin(rows * 10 + envs, (rows * 10 + envs)[~bad])
+    assert np.isfinite(buffer.latent_deterministic).all() and np.isfinite(buffer.latent_stochastic).all()
+    np.testing.assert_array_equal(buffer.latent_deterministic[rows, envs][kept], before[0][kept])
+    np.testing.assert_array_equal(buffer.latent_stochastic[rows, envs][kept], before[1][kept])
+    assert (buffer.latent_deterministic[rows, envs][~bad] == 7).all()
+
+
+def test_the_memory_warning_counts_the_stored_states():
+    import os
+
+    buffer = SequenceReplayBuffer(1000, VECTOR, ACTION, sequence_length=5, replay_context=True)
+    machine = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    # a share between the frames' bytes and the frames' and states' bytes: only the states push the buffer over it
+    states = 1000 * (4096 + 512) * 4
+    buffer.max_memory_share = (buffer.nbytes + states / 2) / machine
+    with pytest.warns(UserWarning, match=r"of them the replay context's latent states"):
+        buffer.store_latents(np.zeros((1, 4096)), np.zeros((1, 512)), np.ones(1, bool))

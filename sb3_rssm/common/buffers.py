@@ -153,6 +153,7 @@ class SequenceReplayBuffer(ReplayBuffer):
         self.latent_valid = np.zeros(shape, dtype=bool)
         self._pending_latents: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None
         self.last_sample = None
+        self.max_memory_share = max_memory_share
         if max_memory_share and storage == "memory":
             self._warn_if_large(max_memory_share)
 
@@ -225,21 +226,35 @@ class SequenceReplayBuffer(ReplayBuffer):
         vars(self).update(state)
         self._lock = None
 
-    def _warn_if_large(self, max_memory_share: float) -> None:
-        """Warn, with the figures and the way out, when the full buffer would take much of the machine's memory."""
+    def _warn_if_large(self, max_memory_share: float, before: int = 0) -> None:
+        """
+        Warn, with the figures and the way out, when the full buffer would take much of the machine's memory.
+
+        :param max_memory_share: the share of the machine's memory that warns
+        :param before: the buffer's bytes before its latest arrays: no second warning where those were already over
+        """
         try:
             machine = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError, AttributeError):  # not on Linux / macOS
             return
-        if self.nbytes <= max_memory_share * machine:
+        limit = max_memory_share * machine
+        if self.nbytes <= limit or before > limit:
             return
         rows = self.buffer_size * self.n_envs
+        latents = sum(a.nbytes for a in (self.latent_deterministic, self.latent_stochastic) if a is not None)
+        context = (
+            f" ({latents / rows:,.0f} bytes of them the replay context's latent states: a smaller model, or "
+            "replay_context=False, takes less)"
+            if latents
+            else ""
+        )
         warnings.warn(
             f"The replay buffer will take {self.nbytes / 2**30:.1f} GiB once full ({rows:,} transitions of "
-            f"{self.nbytes / rows:,.0f} bytes each), more than {max_memory_share:.0%} of this machine's "
+            f"{self.nbytes / rows:,.0f} bytes each{context}), more than {max_memory_share:.0%} of this machine's "
             f"{machine / 2**30:.1f} GiB: the process may be killed for memory as it fills. Lower buffer_size (one "
-            "transition of a 64x64x3 image takes about 12.3 KB), or pass replay_buffer_kwargs=dict(max_memory_share=...) "
-            "to raise this threshold (None: no warning).",
+            "transition of a 64x64x3 image takes about 12.3 KB), keep it on disk (replay_buffer_kwargs=dict("
+            "storage='disk', path=...)), or pass replay_buffer_kwargs=dict(max_memory_share=...) to raise this "
+            "threshold (None: no warning).",
             stacklevel=4,
         )
 
@@ -277,8 +292,12 @@ class SequenceReplayBuffer(ReplayBuffer):
                     "a buffer saved by a model of this size, or start with an empty one."
                 )
             return
+        before = self.nbytes
         self.latent_deterministic = self._array("latent_deterministic", (*shape, deterministic_size), np.float32)
         self.latent_stochastic = self._array("latent_stochastic", (*shape, stochastic_size), np.float32)
+        share = getattr(self, "max_memory_share", None)  # absent from buffers pickled before it was kept
+        if share and self.storage == "memory":
+            self._warn_if_large(share, before)  # the latents can outweigh the frames (DreamerV3's large sizes)
 
     def store_latents(self, deterministic: np.ndarray, stochastic: np.ndarray, starting: np.ndarray) -> None:
         """
@@ -329,8 +348,12 @@ class SequenceReplayBuffer(ReplayBuffer):
             return
         self._claim_storage()
         self._allocate_latents(deterministic.shape[-1], stochastic.shape[-1])
-        self.latent_deterministic[rows, envs] = deterministic  # type: ignore[index]
-        self.latent_stochastic[rows, envs] = stochastic  # type: ignore[index]
+        # a non-finite posterior (an update the optimizer skipped) would start every later chunk after its row and
+        # spread along the episode through their write-backs: such rows keep the state they had
+        finite = np.isfinite(deterministic).all(-1) & np.isfinite(stochastic).all(-1)
+        rows, envs = (np.broadcast_to(index, finite.shape)[finite] for index in (rows, envs))
+        self.latent_deterministic[rows, envs] = deterministic[finite]  # type: ignore[index]
+        self.latent_stochastic[rows, envs] = stochastic[finite]  # type: ignore[index]
         self.latent_valid[rows, envs] = True
 
     def start_episodes(self, mask: np.ndarray) -> None:

@@ -13,6 +13,7 @@ import os
 import pathlib
 import pickle
 import random
+import warnings
 import zipfile
 from collections.abc import Iterable
 from typing import Any, ClassVar, Optional, TypeVar, Union
@@ -183,6 +184,7 @@ class CheckpointMixin:
             )
         pickle_path = _pickle_path(path)
         data = pickle_path + ".data"
+        buffer._claim_storage()  # a buffer saved before its first step creates its files here, under its lock
         arrays = buffer.disk_arrays()
         for array in arrays:
             array.copy_to(data)
@@ -254,6 +256,13 @@ class CheckpointMixin:
             if isinstance(current, SequenceReplayBuffer):
                 current.release_storage()
             buffer.adopt_files(source, directory)
+        elif isinstance(self.replay_buffer, SequenceReplayBuffer) and self.replay_buffer.storage == "disk":
+            warnings.warn(
+                f"The replay buffer in {path!r} was saved in memory: it stays in memory, and this model's disk storage "
+                f"({self.replay_buffer.path!r}) is let go. To keep replay on disk, collect into a new disk buffer.",
+                stacklevel=2,
+            )
+            self.replay_buffer.release_storage()
         # steps are stored one by one, so any chunk length can be drawn: train with this model's
         buffer.sequence_length = self.sequence_length
         buffer.device = self.device

@@ -170,7 +170,13 @@ class DiskArray:
         data = np.ascontiguousarray(np.broadcast_to(np.asarray(values, dtype=self.dtype), (*rows.shape, *self.shape[2:])))
         raw = memoryview(data.reshape(-1).view(np.uint8))
         for start, end in self._runs(flat):
-            os.pwritev(self.fd, [raw[start * self.item_bytes : end * self.item_bytes]], int(flat[start]))
+            wanted = (end - start) * self.item_bytes
+            written = os.pwritev(self.fd, [raw[start * self.item_bytes : end * self.item_bytes]], int(flat[start]))
+            if written != wanted:
+                raise ValueError(
+                    f"Short write to the replay buffer's file {self.path!r} ({written} of {wanted} bytes): is its disk "
+                    "full? Free space there, or give replay_buffer_kwargs=dict(path=...) on a disk with room."
+                )
 
     def read_all(self) -> np.ndarray:
         """The whole array in memory, in the ``(rows, n_envs, *item)`` layout."""
@@ -180,7 +186,10 @@ class DiskArray:
 
     def copy_to(self, directory: str) -> None:
         """Copy the file into ``directory`` (in the kernel, ``copy_file_range``: no data passes through this process)."""
-        self.fd  # noqa: B018 (creates the file if it was never used)
+        if self._pending:  # a file that was never used is created first; an existing one may be read-only
+            self.fd  # noqa: B018
+        else:
+            self.check()
         os.makedirs(directory, exist_ok=True)
         shutil.copyfile(self.path, os.path.join(directory, f"{self.name}.bin"))
 
