@@ -144,11 +144,11 @@ class DiskArray:
 
     # ---- reading and writing ----------------------------------------------------------------------------------
 
-    def _runs(self, offsets: np.ndarray) -> list[tuple[int, int]]:
+    def _runs(self, offsets: np.ndarray, item: int) -> list[tuple[int, int]]:
         """``[start, end)`` index ranges of ``offsets`` (flat) that are contiguous in the file: one syscall each."""
         if len(offsets) == 0:
             return []
-        breaks = np.flatnonzero(np.diff(offsets) != self.item_bytes) + 1
+        breaks = np.flatnonzero(np.diff(offsets) != item) + 1
         bounds = np.concatenate([[0], breaks, [len(offsets)]])
         return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
@@ -157,9 +157,10 @@ class DiskArray:
         flat = self._offsets(rows.reshape(-1), envs.reshape(-1))
         out = np.empty((len(flat), *self.shape[2:]), dtype=self.dtype)
         view = memoryview(out.reshape(-1).view(np.uint8))
-        for start, end in self._runs(flat):
-            wanted = (end - start) * self.item_bytes
-            got = os.preadv(self.fd, [view[start * self.item_bytes : end * self.item_bytes]], int(flat[start]))
+        fd, item = self.fd, self.item_bytes  # once per call: the properties cost more than a page-cache read
+        for start, end in self._runs(flat, item):
+            wanted = (end - start) * item
+            got = os.preadv(fd, [view[start * item : end * item]], int(flat[start]))
             if got != wanted:
                 raise ValueError(f"Short read from the replay buffer's file {self.path!r}: it was truncated while in use.")
         return out.reshape(*rows.shape, *self.shape[2:])
@@ -169,9 +170,10 @@ class DiskArray:
         flat = self._offsets(rows.reshape(-1), envs.reshape(-1))
         data = np.ascontiguousarray(np.broadcast_to(np.asarray(values, dtype=self.dtype), (*rows.shape, *self.shape[2:])))
         raw = memoryview(data.reshape(-1).view(np.uint8))
-        for start, end in self._runs(flat):
-            wanted = (end - start) * self.item_bytes
-            written = os.pwritev(self.fd, [raw[start * self.item_bytes : end * self.item_bytes]], int(flat[start]))
+        fd, item = self.fd, self.item_bytes
+        for start, end in self._runs(flat, item):
+            wanted = (end - start) * item
+            written = os.pwritev(fd, [raw[start * item : end * item]], int(flat[start]))
             if written != wanted:
                 raise ValueError(
                     f"Short write to the replay buffer's file {self.path!r} ({written} of {wanted} bytes): is its disk "
