@@ -5,6 +5,7 @@ them), and no host synchronisation or data-dependent Python inside an update.
 """
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -348,3 +349,23 @@ def test_set_parameters_rebuilds_the_update_over_the_loaded_optimizer_state():
     update = model.update
     model.set_parameters(model.get_parameters())
     assert model.update is not update and model.update.groups["model"].optimizer is model.policy.world_model_optimizer
+
+
+def test_bf16_on_a_cpu_without_bfloat16_instructions_warns(tmp_path, monkeypatch):
+    from sb3_rssm.common import update_wiring
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma\n\nprocessor\t: 1\n")
+    assert update_wiring.cpu_has_bf16(str(cpuinfo)) is False
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert update_wiring.cpu_has_bf16(str(cpuinfo)) is True
+    assert update_wiring.cpu_has_bf16(str(tmp_path / "absent")) is None
+    monkeypatch.setattr(update_wiring, "cpu_has_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="without bfloat16 instructions .* Pass mixed_precision=None"):
+        tiny_model(DreamerV1, "MlpPolicy", PointMassEnv(), mixed_precision="bf16")
+    for has_bf16, precision in ((True, "bf16"), (None, "bf16"), (False, None)):
+        monkeypatch.setattr(update_wiring, "cpu_has_bf16", lambda has_bf16=has_bf16: has_bf16)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tiny_model(DreamerV1, "MlpPolicy", PointMassEnv(), mixed_precision=precision)
+        assert not [w for w in caught if "bfloat16 instructions" in str(w.message)], (has_bf16, precision)

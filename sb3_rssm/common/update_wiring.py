@@ -39,6 +39,19 @@ COMPILE_TIMES = {
 }
 
 
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> Optional[bool]:
+    """
+    Whether this CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX), read from ``cpuinfo``; None where
+    that file is not there (not Linux) and nothing is known.
+    """
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return None
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
 class UpdateWiringMixin:
     """
     The update machinery of :class:`~sb3_rssm.common.world_model_algorithm.WorldModelAlgorithm` (an
@@ -69,6 +82,18 @@ class UpdateWiringMixin:
     imagines_without_gradient: ClassVar[bool] = False
     #: whether one update is one loss (:meth:`_update_loss`) with one backward pass (``compile_update="losses"``)
     has_single_loss: ClassVar[bool] = False
+
+    def _warn_if_emulated_bf16(self) -> None:
+        """Warn when ``mixed_precision="bf16"`` runs on a CPU without bfloat16 instructions (emulated: far slower)."""
+        if self.mixed_precision != "bf16" or self.device.type != "cpu" or cpu_has_bf16() is not False:
+            return
+        warnings.warn(
+            "mixed_precision='bf16' on a CPU without bfloat16 instructions (neither AVX512-BF16 nor AMX in "
+            "/proc/cpuinfo): PyTorch emulates bfloat16 there, and an update runs about 10x slower than in float32 "
+            "(DreamerV3 size1m on pixels: 12.3 s against 1.2 s on a 2-core AVX2 machine). Pass mixed_precision=None "
+            "on this machine.",
+            stacklevel=3,
+        )
 
     def _check_update_options(self, mixed_precision: Optional[str], compile_update: Optional[str]) -> None:
         """

@@ -326,6 +326,7 @@ class WorldModelAlgorithm(CheckpointMixin, UpdateWiringMixin, OffPolicyAlgorithm
         self._filter_state = None
         self._replay_posterior: Optional[tuple[th.Tensor, th.Tensor]] = None
         self.grad_scaler = th.amp.GradScaler(self.device.type) if self.mixed_precision == "fp16" else None
+        self._warn_if_emulated_bf16()
         # the policy builds its optimizers with placeholder learning rates: the schedules' start values
         for _, optimizer, schedule in self._optimizer_schedules():
             set_learning_rate(optimizer, schedule(1.0))
