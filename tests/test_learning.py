@@ -147,7 +147,7 @@ def reward_predictions_through_predict(
     random actions taken (put into the returned state, as ``predict`` would have them had it chosen them) or, with
     ``own_actions``, the model's deterministic ones.
     """
-    env, rng = env or model.get_env(), np.random.default_rng(0)
+    env, rng = model.get_env() if env is None else env, np.random.default_rng(0)
     predicted, true = [], []
     for episode in range(episodes):
         env.seed(100 + episode)
