@@ -4,6 +4,7 @@ one break per run, and prints whether the test noticed.
 
     python -m benchmarks.break_tests                                  # every (test, break) pair, minutes each
     python -m benchmarks.break_tests --tests planet_point_mass --breaks blind
+    python -m benchmarks.break_tests --tests dreamer_learns_point_mass --breaks none --seed 1   # the working agent
 
 Breaks (each applies to the tests listed in :data:`CASES`):
 
@@ -14,7 +15,9 @@ Breaks (each applies to the tests listed in :data:`CASES`):
 - ``actor_gradient_cut``: the actor's outputs carry no gradient to its parameters (Dreamer agents);
 - ``random_planner_scores``: PlaNet's CEM scores its candidates with random numbers instead of imagined returns;
 - ``predict_upside_down`` (pixel test): ``predict`` turns every frame upside down after SB3's conversion;
-- ``train_channels_swapped`` (pixel test): training batches come with the red and green channels swapped.
+- ``train_channels_swapped`` (pixel test): training batches come with the red and green channels swapped;
+- ``none`` (only when asked for): nothing is broken, to see the working agent pass, e.g. at another ``--seed`` (the
+  point-mass tests' seed, 0 in CI); the tests print what they measure beside their thresholds.
 
 Each run is its own process, so that a patch never leaks into the next. The script exits non-zero if a break goes
 unnoticed. ``tests/test_break_tests.py`` runs the cheapest pair in CI.
@@ -41,7 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def apply_break(name: str) -> None:
-    """Patches this process's sb3_rssm classes with the break ``name``."""
+    """Patches this process's sb3_rssm classes with the break ``name`` (``none``: nothing)."""
     import numpy as np
     import torch as th
 
@@ -54,7 +57,9 @@ def apply_break(name: str) -> None:
     from sb3_rssm.dreamer_v3.world_model import DreamerV3WorldModel
     from sb3_rssm.planet.planning import CEMPlanner
 
-    if name == "blind":
+    if name == "none":
+        pass
+    elif name == "blind":
         observe = PointMassEnv._obs
 
         def zeros_obs(self: PointMassEnv) -> np.ndarray:
@@ -103,12 +108,20 @@ def apply_break(name: str) -> None:
         raise ValueError(f"unknown break {name!r}: choose from {BREAKS}")
 
 
-def run_one(test: str, name: str) -> bool:
-    """Runs ``test`` with the break ``name`` in this process; prints one line; returns whether the test noticed."""
+def run_one(test: str, name: str, seed: int | None = None) -> bool:
+    """
+    Runs ``test`` with the break ``name`` in this process; prints one line.
+
+    :param seed: the seed of the tests' shared settings (``COMMON``), or None for the tests' own
+    :return: whether the test behaved as it should: failed under a break, passed under ``none``
+    """
     apply_break(name)
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     import test_learning
     import torch as th
+
+    if seed is not None:
+        test_learning.COMMON["seed"] = seed
 
     th.set_num_threads(1)  # as the test suite runs it
     start = time.perf_counter()
@@ -116,25 +129,29 @@ def run_one(test: str, name: str) -> bool:
         getattr(test_learning, f"test_{test}")()
     except AssertionError as error:
         why = str(error).splitlines()[0]
-        print(f"{test} / {name}: the test FAILED, as it should ({why}), {time.perf_counter() - start:.0f} s")
-        return True
-    print(f"{test} / {name}: the test PASSED: this break goes unnoticed, {time.perf_counter() - start:.0f} s")
-    return False
+        verdict = "as it should" if name != "none" else "but nothing was broken"
+        print(f"{test} / {name}: the test FAILED, {verdict} ({why}), {time.perf_counter() - start:.0f} s")
+        return name != "none"
+    verdict = "this break goes unnoticed" if name != "none" else "as it should"
+    print(f"{test} / {name}: the test PASSED: {verdict}, {time.perf_counter() - start:.0f} s")
+    return name == "none"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tests", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--breaks", nargs="+", default=list(BREAKS), choices=BREAKS)
+    parser.add_argument("--breaks", nargs="+", default=list(BREAKS), choices=(*BREAKS, "none"))
+    parser.add_argument("--seed", type=int, default=None, help="the point-mass tests' seed (default: the tests' own, 0)")
     parser.add_argument("--one", nargs=2, metavar=("TEST", "BREAK"), help=argparse.SUPPRESS)  # a child process
     args = parser.parse_args()
     if args.one:
-        sys.exit(0 if run_one(*args.one) else 1)
-    pairs = [(test, name) for test in args.tests for name in CASES[test] if name in args.breaks]
+        sys.exit(0 if run_one(*args.one, seed=args.seed) else 1)
+    pairs = [(test, name) for test in args.tests for name in (*CASES[test], "none") if name in args.breaks]
     command = [sys.executable, "-m", "benchmarks.break_tests", "--one"]
-    unnoticed = [pair for pair in pairs if subprocess.run([*command, *pair], cwd=ROOT).returncode]
-    if unnoticed:
-        raise SystemExit(f"breaks the tests did not notice: {unnoticed}")
+    seed = [] if args.seed is None else ["--seed", str(args.seed)]
+    wrong = [pair for pair in pairs if subprocess.run([*command, *pair, *seed], cwd=ROOT).returncode]
+    if wrong:
+        raise SystemExit(f"tests that did not behave as they should (unnoticed breaks, or failures with none): {wrong}")
 
 
 if __name__ == "__main__":

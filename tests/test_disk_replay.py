@@ -245,3 +245,12 @@ def test_saving_before_the_first_step_takes_the_folder_and_an_in_memory_checkpoi
         fresh.load_replay_buffer(tmp_path / "memory")
     assert fresh.replay_buffer.storage == "memory" and fresh.replay_buffer.size() == rows > 10
     disk.StorageLock(str(tmp_path / "live")).release()  # the disk storage was let go
+
+
+def test_an_empty_index_neither_creates_nor_opens_the_file(tmp_path):
+    array = disk.DiskArray(str(tmp_path), "rewards", (4, 2), np.float32)
+    array[np.zeros(0, int), np.zeros(0, int)] = np.zeros(0, np.float32)
+    assert array[np.zeros(0, int), np.zeros(0, int)].shape == (0,)
+    assert not os.path.exists(array.path) and array._fd is None
+    array[np.array([1]), np.array([0])] = 3.0  # the first real write creates the file in full
+    assert os.path.getsize(array.path) == array.nbytes and array[np.array([1]), np.array([0])][0] == 3.0

@@ -157,8 +157,10 @@ class DiskArray:
         flat = self._offsets(rows.reshape(-1), envs.reshape(-1))
         out = np.empty((len(flat), *self.shape[2:]), dtype=self.dtype)
         view = memoryview(out.reshape(-1).view(np.uint8))
-        fd, item = self.fd, self.item_bytes  # once per call: item_bytes per chunk took a third of a sample's time
-        for start, end in self._runs(flat, item):
+        item = self.item_bytes  # once per call: item_bytes per chunk took a third of a sample's time
+        runs = self._runs(flat, item)
+        fd = self.fd if runs else -1  # an empty index neither creates nor opens the file
+        for start, end in runs:
             wanted = (end - start) * item
             got = os.preadv(fd, [view[start * item : end * item]], int(flat[start]))
             if got != wanted:
@@ -170,8 +172,10 @@ class DiskArray:
         flat = self._offsets(rows.reshape(-1), envs.reshape(-1))
         data = np.ascontiguousarray(np.broadcast_to(np.asarray(values, dtype=self.dtype), (*rows.shape, *self.shape[2:])))
         raw = memoryview(data.reshape(-1).view(np.uint8))
-        fd, item = self.fd, self.item_bytes
-        for start, end in self._runs(flat, item):
+        item = self.item_bytes
+        runs = self._runs(flat, item)
+        fd = self.fd if runs else -1
+        for start, end in runs:
             wanted = (end - start) * item
             written = os.pwritev(fd, [raw[start * item : end * item]], int(flat[start]))
             if written != wanted:
