@@ -2,12 +2,13 @@
 The disk-backed sequence replay against the in-memory one (issue 37): 64x64x3 transitions written, then sampled in
 batches of 16 x 64 (DreamerV3's) and 50 x 50 (DreamerV1's), with a warm page cache and a cold one (the files'
 pages dropped with ``posix_fadvise(DONTNEED)``), the process's resident memory after each phase, the files' size,
-and ``save_replay_buffer`` + ``load_replay_buffer`` of the disk buffer through a model. Prints one JSON line per
-measurement and writes them all to ``--out``.
+and ``save_replay_buffer`` + ``load_replay_buffer`` of the disk buffer through a model (copied into the model's folder,
+and ``in_place=True``). Prints one JSON line per measurement and writes them all to ``--out``.
 
     python -m benchmarks.disk_replay --transitions 1000000 --compare 100000 --path /tmp/replay_bench
 
-Needs about 2.1x the buffer's size free on disk (the live files and a checkpoint's copy).
+Needs about 3.1x the buffer's size free on disk: the live files, a checkpoint's copy, and the load's copy of it,
+which lands beside the live files before it replaces them.
 """
 
 from __future__ import annotations
@@ -138,6 +139,12 @@ def main() -> None:
     start = time.perf_counter()
     model.load_replay_buffer(args.path + "/checkpoint")
     loaded = time.perf_counter() - start
+    # resuming without the copy: the checkpoint's files become the run's
+    start = time.perf_counter()
+    model.load_replay_buffer(args.path + "/checkpoint", in_place=True)
+    in_place = time.perf_counter() - start
+    assert model.replay_buffer.path == os.path.abspath(args.path + "/checkpoint.pkl.data")
+    model.replay_buffer.sample(16, sequence_length=64)
     record(
         phase="checkpoint",
         storage="disk",
@@ -145,6 +152,7 @@ def main() -> None:
         file_gib=round(size / 2**30, 2),
         save_s=round(saved, 1),
         load_s=round(loaded, 1),
+        load_in_place_s=round(in_place, 2),
     )
     model.replay_buffer.release_storage()
     shutil.rmtree(args.path, ignore_errors=True)

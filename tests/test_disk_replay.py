@@ -254,3 +254,94 @@ def test_an_empty_index_neither_creates_nor_opens_the_file(tmp_path):
     assert not os.path.exists(array.path) and array._fd is None
     array[np.array([1]), np.array([0])] = 3.0  # the first real write creates the file in full
     assert os.path.getsize(array.path) == array.nbytes and array[np.array([1]), np.array([0])][0] == 3.0
+
+
+def _pixel_model(path=None, buffer_size=50, replay_context=False):
+    kwargs = dict(replay_buffer_kwargs=dict(storage="disk", path=str(path), replay_context=replay_context)) if path else {}
+    env = PointMassEnv(max_steps=10, pixels=True)
+    return tiny_model(DreamerV1, "CnnPolicy", env, seed=0, buffer_size=buffer_size, **kwargs)
+
+
+def test_a_checkpoint_loaded_in_place_goes_on_in_its_own_files(tmp_path, monkeypatch):
+    """``in_place=True``: no copy, the checkpoint's folder becomes the run's (locked, written by the run)."""
+    first = _pixel_model(tmp_path / "live")
+    first.learn(20)
+    first.save_replay_buffer(tmp_path / "ckpt")
+    rows = first.replay_buffer.size()
+    data = tmp_path / "ckpt.pkl.data"
+    saved = np.fromfile(data / "observations.bin", np.uint8)
+    copies = []
+    copyfile = disk.shutil.copyfile
+    monkeypatch.setattr(disk.shutil, "copyfile", lambda *args: copies.append(args) or copyfile(*args))
+
+    resumed = _pixel_model(tmp_path / "other")
+    resumed.load_replay_buffer(tmp_path / "ckpt", in_place=True)
+    buffer = resumed.replay_buffer
+    assert copies == [] and buffer.storage == "disk" and buffer.path == str(data) and buffer.size() == rows > 20
+    assert all(array.directory == str(data) for array in buffer.disk_arrays())
+    assert not (tmp_path / "other").exists()  # the model's own folder was never used
+    with pytest.raises(ValueError, match="in use by another run"):
+        _pixel_model().load_replay_buffer(tmp_path / "ckpt", in_place=True)
+    resumed.learn(10, reset_num_timesteps=False)
+    assert not np.array_equal(np.fromfile(data / "observations.bin", np.uint8), saved)  # the run writes there
+    resumed.save_replay_buffer(tmp_path / "ckpt")  # onto its own files: the pickle only
+    assert copies == []
+
+    memory = _pixel_model()  # in_place is for disk checkpoints only
+    memory.learn(10)
+    memory.save_replay_buffer(tmp_path / "memory")
+    with pytest.raises(ValueError, match=r"saved in memory\. Load it without in_place"):
+        first.load_replay_buffer(tmp_path / "memory", in_place=True)
+
+
+def test_an_in_place_load_of_a_read_only_checkpoint_is_refused(tmp_path, monkeypatch):
+    first = _pixel_model(tmp_path / "live")
+    first.learn(20)
+    first.save_replay_buffer(tmp_path / "ckpt")
+    opened = os.open
+
+    def read_only_checkpoint(path, flags, *args):
+        if str(path).startswith(str(tmp_path / "ckpt.pkl.data")) and flags & (os.O_WRONLY | os.O_RDWR):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return opened(path, flags, *args)
+
+    monkeypatch.setattr(disk.os, "open", read_only_checkpoint)
+    with pytest.raises(PermissionError, match="cannot be written"):
+        first.load_replay_buffer(tmp_path / "ckpt", in_place=True)
+    assert first.replay_buffer.path == str(tmp_path / "live")
+    with pytest.raises(ValueError, match="in use by another run"):  # the model took its folder's lock back
+        disk.StorageLock(str(tmp_path / "live"))
+
+
+def test_a_copy_that_fails_leaves_the_run_files_as_they_were(tmp_path, monkeypatch):
+    """A checkpoint copied into a live folder goes to ``.partial`` files first: a full disk halfway leaves the live
+    files (and the model's lock) as they were, with an error that names the space and ``in_place``."""
+    donor = _pixel_model(tmp_path / "donor", replay_context=True)  # three files: observations and two latent arrays
+    donor.learn(30)
+    donor.save_replay_buffer(tmp_path / "ckpt")
+    model = _pixel_model(tmp_path / "live", replay_context=True)
+    model.learn(20)
+    live = {name: (tmp_path / "live" / name).read_bytes() for name in os.listdir(tmp_path / "live") if name.endswith(".bin")}
+    rows = model.replay_buffer.size()
+    copyfile, calls = disk.shutil.copyfile, []
+
+    def full_at_the_second(source, destination):
+        calls.append(destination)
+        if len(calls) == 2:
+            copyfile(source, destination)  # part of it written, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return copyfile(source, destination)
+
+    monkeypatch.setattr(disk.shutil, "copyfile", full_at_the_second)
+    with pytest.raises(OSError, match=r"Not enough disk space to copy .* in_place=True"):
+        model.load_replay_buffer(tmp_path / "ckpt")
+    assert len(calls) == 2 and all(name.endswith(".partial") for name in calls)
+    assert sorted(os.listdir(tmp_path / "live")) == sorted([*live, "lock"])  # no partial file left
+    assert all((tmp_path / "live" / name).read_bytes() == content for name, content in live.items())
+    with pytest.raises(ValueError, match="in use by another run"):
+        disk.StorageLock(str(tmp_path / "live"))
+    assert model.replay_buffer.size() == rows
+    model.learn(10, reset_num_timesteps=False)  # and it goes on
+    monkeypatch.setattr(disk.shutil, "copyfile", copyfile)
+    model.load_replay_buffer(tmp_path / "ckpt")  # with room, the copy lands
+    assert model.replay_buffer.size() == donor.replay_buffer.size() and model.replay_buffer.path == str(tmp_path / "live")

@@ -5,6 +5,7 @@ fixed-length (batch, time) chunks with episode-start flags.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from typing import Any, Optional, Union
@@ -192,16 +193,34 @@ class SequenceReplayBuffer(ReplayBuffer):
             array.check()
         return arrays
 
-    def adopt_files(self, source: str, directory: Optional[str]) -> None:
+    def adopt_files(self, source: str, directory: Optional[str], in_place: bool = False) -> None:
         """
         Take the data of a disk buffer just unpickled from the files in ``source`` (the copy a checkpoint holds):
-        copied into ``directory``, which this buffer then uses and locks (the checkpoint stays as it was), or, with
-        ``directory=None``, read into memory (the buffer becomes an in-memory one).
+        copied into ``directory``, which this buffer then uses and locks (the checkpoint stays as it was); with
+        ``in_place``, used where they are (no copy: the checkpoint's files become the run's and change with it);
+        or, with ``directory=None``, read into memory (the buffer becomes an in-memory one).
+
+        A copy goes to ``<name>.bin.partial`` files first and is renamed into place only when every file is
+        copied, so a copy that fails (a full disk) leaves the files already in ``directory`` as they were.
 
         :param source: folder of the saved files
         :param directory: this run's storage folder, or None
+        :param in_place: use the files in ``source`` themselves
         """
         arrays = self.check_files(source)
+        if in_place:
+            read_only = [array.path for array in arrays if not array.writable()]
+            if read_only:
+                raise PermissionError(
+                    f"load_replay_buffer(..., in_place=True) writes to the checkpoint's files, and {read_only} cannot be "
+                    "written (a read-only copy?). Load it without in_place (its files are then copied), or make them "
+                    "writable."
+                )
+            self.path = os.path.abspath(source)
+            self._lock = StorageLock(self.path)
+            for array in arrays:
+                array.relocate(self.path)  # absolute: the run may change its working directory
+            return
         if directory is None:
             for name in ("latent_deterministic", "latent_stochastic"):
                 if isinstance(getattr(self, name), DiskArray):
@@ -214,8 +233,18 @@ class SequenceReplayBuffer(ReplayBuffer):
             return
         self.path = os.path.abspath(directory)
         self._lock = StorageLock(self.path)
-        for array in arrays:
-            array.copy_to(self.path)
+        partial: list[str] = []
+        try:
+            for array in arrays:
+                partial.append(array.copy_to(self.path, suffix=".partial"))
+        except BaseException:
+            for name in partial:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+            self.release_storage()
+            raise
+        for array, name in zip(arrays, partial):
+            os.replace(name, name.removesuffix(".partial"))
             array.relocate(self.path)
 
     def __getstate__(self) -> dict[str, Any]:

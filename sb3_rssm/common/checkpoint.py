@@ -186,7 +186,9 @@ class CheckpointMixin:
         data = pickle_path + ".data"
         buffer._claim_storage()  # a buffer saved before its first step creates its files here, under its lock
         arrays = buffer.disk_arrays()
-        for array in arrays:
+        # a buffer loaded with in_place=True saved onto its own checkpoint: the files are already there
+        own_folder = buffer.path is not None and os.path.isdir(data) and os.path.samefile(data, buffer.path)
+        for array in arrays if not own_folder else ():
             array.copy_to(data)
         # the pickle names the data folder relative to itself, so that the checkpoint can be moved as a whole
         directories = [array.directory for array in arrays]
@@ -198,15 +200,27 @@ class CheckpointMixin:
             for array, directory in zip(arrays, directories):
                 array.directory = directory
 
-    def load_replay_buffer(self, path: Union[str, pathlib.Path, io.BufferedIOBase], truncate_last_traj: bool = True) -> None:
+    def load_replay_buffer(
+        self,
+        path: Union[str, pathlib.Path, io.BufferedIOBase],
+        truncate_last_traj: bool = True,
+        in_place: bool = False,
+    ) -> None:
         """
         Load a replay buffer saved by ``save_replay_buffer``, after checking that it fits this model (a
         :class:`SequenceReplayBuffer` with the same spaces and number of env streams). The file is a pickle:
         load only files you trust.
 
+        A disk buffer's files are copied into this model's storage folder (or read into memory where this model
+        keeps its buffer in memory), and the checkpoint stays as it was. With ``in_place=True`` the buffer goes on
+        in the checkpoint's own files instead, whatever this model's storage: no copy, so resuming takes seconds
+        instead of the time to copy the files, but the checkpoint then changes with the run and no longer holds
+        the state it was saved with.
+
         :param path: path of the pickled buffer
         :param truncate_last_traj: unused (kept for SB3's signature); unfinished episodes are continued or
             cut by the episode-start flags
+        :param in_place: (disk buffers) use the checkpoint's files as the run's storage, without copying them
         """
         try:
             buffer = load_from_pkl(path, self.verbose)
@@ -255,7 +269,17 @@ class CheckpointMixin:
             buffer.check_files(source)  # before this model's buffer is let go
             if isinstance(current, SequenceReplayBuffer):
                 current.release_storage()
-            buffer.adopt_files(source, directory)
+            try:
+                buffer.adopt_files(source, directory, in_place=in_place)
+            except BaseException:
+                if isinstance(current, SequenceReplayBuffer):
+                    current._claim_storage()  # the model keeps its buffer, and its folder's lock
+                raise
+        elif in_place:
+            raise ValueError(
+                f"load_replay_buffer(..., in_place=True) is for buffers saved with storage='disk'; the one in {path!r} "
+                "was saved in memory. Load it without in_place."
+            )
         elif isinstance(self.replay_buffer, SequenceReplayBuffer) and self.replay_buffer.storage == "disk":
             warnings.warn(
                 f"The replay buffer in {path!r} was saved in memory: it stays in memory, and this model's disk storage "
