@@ -42,6 +42,23 @@ def test_rms_norm():
     th.testing.assert_close(z.square().mean(1), th.ones(2, 3, 3), atol=1e-3, rtol=0)
 
 
+@pytest.mark.parametrize("shape", [(1, 64), (256, 64), (16, 16, 512)])
+def test_rms_norm_fused_path_is_bit_identical_to_the_written_out_one(shape):
+    """float32 on the CPU takes ``F.rms_norm`` (acting's speed): the same bits, forward and backward, as the formula."""
+    th.manual_seed(0)
+    norm = RMSNorm(shape[-1])
+    with th.no_grad():
+        norm.scale.uniform_(0.5, 1.5)
+    x = (th.randn(*shape) * 3 + 1).requires_grad_()
+    fused, written = norm(x), norm._reference(x)
+    assert th.equal(fused, written)
+    grads = [th.autograd.grad((y.square() + y).sum(), [x, norm.scale]) for y in (fused, written)]
+    assert all(th.equal(a, b) for a, b in zip(*grads))
+    with th.autocast("cpu", dtype=th.bfloat16):  # other dtypes keep the written-out float32 computation
+        low = norm(x.bfloat16())
+    assert low.dtype == th.bfloat16 and th.equal(low, norm._reference(x.bfloat16()))
+
+
 def test_block_linear_is_block_diagonal():
     th.manual_seed(0)
     layer = init_(BlockLinear(6, 9, blocks=3))

@@ -1,7 +1,8 @@
 """
 The benchmark plumbing: the performance harness (benchmarks/run.py) reading the TorchRL peer's output and writing
 its tables, PlaNet's plan diagnostics (benchmarks/planet_diagnostics.py) and the ceiling of its Pendulum planner
-(benchmarks/planner_ceiling.py), and how a trained agent's episodes end (benchmarks/episode_ends.py).
+(benchmarks/planner_ceiling.py), how a trained agent's episodes end (benchmarks/episode_ends.py), and the acting
+speed of every agent (benchmarks/acting.py).
 """
 
 import json
@@ -15,7 +16,7 @@ import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from benchmarks import break_tests, episode_ends, gpu_check, planet_diagnostics, planner_ceiling, run, update_time
+from benchmarks import acting, break_tests, episode_ends, gpu_check, planet_diagnostics, planner_ceiling, run, update_time
 from benchmarks.flops import FlopCounter, OpFlopCounter
 from sb3_rssm import PlaNet
 from tests.conftest import tiny_model
@@ -328,3 +329,16 @@ def test_episode_ends_reads_the_continuation_on_the_belief_of_every_observation(
     summary = episode_ends.main(["--algo", "dreamer_v3", "--env", "CartPole-v1", "--policy", str(path), "--episodes", "3"])
     assert len(summary["lengths"]) == 3 and summary["terminated_share"] == 1.0
     assert "episode 2:" in capsys.readouterr().out
+
+
+def test_acting_times_collection_without_updates_for_every_agent(tmp_path):
+    pixels = acting.build("dreamer_v3", "pixels", learning_starts=0, buffer_size=300)
+    assert pixels.policy_kwargs["cnn_depth"] == 16 and pixels.gradient_steps == 0  # the cpu pixel preset's networks
+    pixels.learn(40)
+    assert pixels._n_updates == 0 and pixels.replay_buffer.size() >= 40
+    out = tmp_path / "acting.json"
+    acting.main(["--algos", "dreamer_v1", "sac", "--obs", "vector", "--steps", "30", "--threads", "1", "--out", str(out)])
+    rows = json.loads(out.read_text())["results"]
+    assert [row["agent"] for row in rows] == ["raw vec env", "dreamer_v1", "sac"]
+    for row in rows[1:]:
+        assert all(row[key] > 0 for key in ("learn_warm_up_steps_per_s", "learn_policy_steps_per_s", "predict_steps_per_s"))
