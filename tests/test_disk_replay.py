@@ -66,6 +66,18 @@ def assert_same_batches(a: SequenceReplayBuffer, b: SequenceReplayBuffer, seed: 
                 assert (x is None and y is None) or th.equal(x, y)
 
 
+def refuse_writes_under(monkeypatch, folder) -> None:
+    """Fail every open for writing of a file in ``folder``, as a read-only mount would (as root, permissions do not)."""
+    opened = os.open
+
+    def read_only(path, flags, *args):
+        if str(path).startswith(str(folder)) and flags & (os.O_WRONLY | os.O_RDWR):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return opened(path, flags, *args)
+
+    monkeypatch.setattr(disk.os, "open", read_only)
+
+
 @pytest.mark.parametrize("space", [IMAGE, DICT], ids=["image", "dict"])
 def test_the_disk_buffer_samples_what_the_memory_buffer_samples(space, tmp_path):
     kwargs = dict(n_envs=2, sequence_length=9, replay_context=True)
@@ -208,14 +220,7 @@ def test_a_checkpoint_is_read_without_write_access(tmp_path, monkeypatch):
     model = tiny_model(DreamerV1, "CnnPolicy", env, seed=0, buffer_size=50, replay_buffer_kwargs=kwargs)
     model.learn(20)
     model.save_replay_buffer(tmp_path / "ckpt")
-    opened = os.open
-
-    def read_only_checkpoint(path, flags, *args):
-        if str(path).startswith(str(tmp_path / "ckpt.pkl.data")) and flags & (os.O_WRONLY | os.O_RDWR):
-            raise PermissionError(errno.EACCES, "Permission denied", path)
-        return opened(path, flags, *args)
-
-    monkeypatch.setattr(disk.os, "open", read_only_checkpoint)
+    refuse_writes_under(monkeypatch, tmp_path / "ckpt.pkl.data")
     rows = model.replay_buffer.size()
     model.load_replay_buffer(tmp_path / "ckpt")
     assert model.replay_buffer.storage == "disk" and model.replay_buffer.size() == rows > 20
@@ -298,14 +303,7 @@ def test_an_in_place_load_of_a_read_only_checkpoint_is_refused(tmp_path, monkeyp
     first = _pixel_model(tmp_path / "live")
     first.learn(20)
     first.save_replay_buffer(tmp_path / "ckpt")
-    opened = os.open
-
-    def read_only_checkpoint(path, flags, *args):
-        if str(path).startswith(str(tmp_path / "ckpt.pkl.data")) and flags & (os.O_WRONLY | os.O_RDWR):
-            raise PermissionError(errno.EACCES, "Permission denied", path)
-        return opened(path, flags, *args)
-
-    monkeypatch.setattr(disk.os, "open", read_only_checkpoint)
+    refuse_writes_under(monkeypatch, tmp_path / "ckpt.pkl.data")
     with pytest.raises(PermissionError, match="cannot be written"):
         first.load_replay_buffer(tmp_path / "ckpt", in_place=True)
     assert first.replay_buffer.path == str(tmp_path / "live")

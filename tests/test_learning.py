@@ -109,8 +109,9 @@ def test_dreamer_learns_point_mass():
     # correlation, not explained variance: a learned policy's rewards vary little, and a small bias in the
     # prediction then outweighs their variance
     correlation = float(np.corrcoef(predicted, true)[0, 1]) if predicted.std() > 0 else 0.0
-    print(f"predicted and true rewards of its own episodes correlate {correlation:.2f}")  # benchmarks/break_tests.py
-    assert correlation > REWARD_CORRELATION, f"predicted and true rewards of its own episodes correlate {correlation:.2f}"
+    measured = f"predicted and true rewards of its own episodes correlate {correlation:.2f}"
+    print(measured)  # benchmarks/break_tests.py --breaks none shows it for a working agent
+    assert correlation > REWARD_CORRELATION, measured
 
 
 def test_planet_learns_point_mass():

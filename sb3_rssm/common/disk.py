@@ -8,8 +8,7 @@ killed for it by a cgroup limit) although the data sits in the page cache. Readi
 descriptors leaves the data in the page cache alone: the process holds only the chunks it has just read. Each env's
 stream is stored contiguously (env-major), so a sampled chunk is one read (two where it wraps around the ring).
 (Reading through a shared mapping with ``madvise(MADV_DONTNEED)`` after each gather keeps the resident memory as
-low, but was no faster on files written step by step: 335 and 384 against 389 batches of 16 x 64 per second with
-``preadv``, 2026-12-07, docs/benchmarks.md.)
+low, but was no faster than ``preadv`` on files written step by step: docs/benchmarks.md, "Replay on disk".)
 """
 
 from __future__ import annotations
