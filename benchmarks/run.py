@@ -43,8 +43,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 OUT = ROOT / "docs" / "benchmarks" / "harness"
 PEER = ROOT / "benchmarks" / "peer_torchrl_dreamer.py"
+PEER_V3 = ROOT / "benchmarks" / "peer_torchrl_dreamer_v3.py"
 BEGIN, END = "<!-- harness:begin -->", "<!-- harness:end -->"
-SECTIONS = ("update", "update_v3", "cem", "acting", "memory", "scaling")
+SECTIONS = ("update", "update_v3", "update_v3_peer", "cem", "acting", "memory", "scaling")
 
 
 def cpu_name() -> str:
@@ -112,6 +113,39 @@ def update_v3_section(device: str, updates: int, sizes: list[str]) -> list[dict[
 def environment(huge_pages: str | None) -> dict[str, str]:
     """This process's environment, with the huge-pages variable at ``huge_pages`` when given."""
     return {**os.environ, **({HUGE_PAGES_VARIABLE: huge_pages} if huge_pages is not None else {})}
+
+
+def update_v3_peer_section(
+    device: str, updates: int, sizes: list[str], shapes: list[tuple[int, int]], peer_python: str | None
+) -> list[dict[str, Any]]:
+    """
+    DreamerV3's whole update beside TorchRL's (``benchmarks/peer_torchrl_dreamer_v3.py``) on the same work, float32,
+    eager: for each observation kind, model size and batch shape (sequences x steps), horizon 15. Ours runs with the
+    stride-2 convolutions (``cnn_strided``) on pixels, the only image layers TorchRL builds (and ours' CPU preset's).
+    """
+    rows = []
+    for obs in ("pixels", "state"):
+        for size in sizes:
+            for batch, seq in shapes:
+                model, samples = update_time.build_v3(obs, size, batch, seq, device=device, cnn_strided=obs == "pixels")
+                row: dict[str, Any] = dict(obs=obs, size=size, batch=batch, seq=seq)
+                row.update(update_time.time_v3_update(model, samples, updates))
+                del model, samples
+                if peer_python:
+                    row["torchrl_update_s"] = peer_update_v3(peer_python, obs, size, batch, seq, device, updates)
+                rows.append(row)
+                print(json.dumps(dict(section="update_v3_peer", **row)), flush=True)
+    return rows
+
+
+def peer_update_v3(python: str, obs: str, size: str, batch: int, seq: int, device: str, updates: int) -> float:
+    """TorchRL's DreamerV3 update on the same work, float32, eager, in its own interpreter; median seconds."""
+    command = [python, str(PEER_V3), "--obs", obs, "--size", size, "--batch", str(batch), "--seq", str(seq)]
+    command += ["--horizon", "15", "--autocast", "off", "--updates", str(updates)]
+    command += ["--threads", str(th.get_num_threads()), "--device", device.split(":")[0]]
+    result = subprocess.run(command, check=True, capture_output=True, text=True, env=environment(None))
+    fields = dict(item.split("=", 1) for item in result.stdout.strip().splitlines()[-1].split())
+    return float(fields["torchrl_dreamer_v3_update_s"])
 
 
 def peer_update(
@@ -327,6 +361,28 @@ def markdown(results: dict[str, Any], command: str) -> str:
             "convolution that runs, forward and backward (`benchmarks/flops.py`, `OpFlopCounter`).",
             "",
         ]
+    if "update_v3_peer" in results:
+        lines += [
+            "| DreamerV3 update beside TorchRL 0.14.1 (float32, eager, horizon 15) | model size | batch x sequence "
+            "| ours | GFLOP | share of matmul peak | TorchRL, same run | TorchRL / ours |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in results["update_v3_peer"]:
+            label = "64x64x3 pixels (stride-2 convolutions)" if row["obs"] == "pixels" else "24-dim vector"
+            peer = row.get("torchrl_update_s")
+            ratio = "" if peer is None else f"{peer / row['update_s']:.2f}x"
+            lines.append(
+                f"| {label} | `{row['size']}` | {row['batch']} x {row['seq']} | **{row['update_s']:.2f} s** "
+                f"| {row['gflop']:.1f} | {fraction(row['gflop'], row['update_s'], peak)} "
+                f"| {'not run' if peer is None else f'{peer:.2f} s'} "
+                f"| {ratio} |"
+            )
+        lines += [
+            "",
+            "Ours: the mean of the timed updates; TorchRL's: their median (`benchmarks/peer_torchrl_dreamer_v3.py`, "
+            "whose docstring lists what each computes that the other does not). GFLOP: ours' matmuls and convolutions.",
+            "",
+        ]
     if "cem" in results:
         lines += [
             "| PlaNet CEM (12 / 1000 / 100 / 10) | seconds per action | GFLOP | lower bound | ratio |",
@@ -411,6 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="DreamerV3 model sizes of the update_v3 section (the paper's default, size200m, takes minutes per update "
         "on a CPU: add it on a GPU)",
     )
+    parser.add_argument(
+        "--v3-shapes",
+        nargs="+",
+        default=["16x16", "16x64"],
+        help="batch shapes (sequences x steps) of the update_v3_peer section: our presets' 16x16, the paper's 16x64",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed plans per CEM configuration (after one warm-up)")
     parser.add_argument(
         "--acting-steps",
@@ -421,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--peer-python",
         help="interpreter of a venv with torchrl installed (docs/benchmarks.md, Performance, says how to make one): "
-        "run TorchRL's Dreamer update (benchmarks/peer_torchrl_dreamer.py) beside ours",
+        "run TorchRL's Dreamer updates (benchmarks/peer_torchrl_dreamer.py and, in the update_v3_peer section, "
+        "peer_torchrl_dreamer_v3.py) beside ours",
     )
     parser.add_argument(
         "--write-docs",
@@ -459,6 +522,11 @@ def main(argv: list[str] | None = None) -> None:
         results["update"] = update_section(args.device, args.updates, args.peer_python)
     if "update_v3" in args.sections:
         results["update_v3"] = update_v3_section(args.device, args.updates, args.v3_sizes)
+    if "update_v3_peer" in args.sections:
+        shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.v3_shapes]
+        results["update_v3_peer"] = update_v3_peer_section(
+            args.device, args.updates, args.v3_sizes, shapes, args.peer_python  # type: ignore[arg-type]
+        )
     if "cem" in args.sections:
         results["cem"] = cem_section(args.device, args.repeats, peak)
     if "acting" in args.sections:

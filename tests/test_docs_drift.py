@@ -167,7 +167,7 @@ def test_presets_table_values(bench):
     assert pixels["model"] == "RSSM 30/200/200, conv depth 32"
     assert rows["planet", "planet.yml", "Pendulum-v1"]["model"].endswith("CEM 20 / 150 / 15 / 4")
     cpu = rows["dreamer_v3", os.path.join("cpu", "dreamer_v3.yml"), "sb3_rssm/dmc-cartpole-swingup-pixels-v0"]
-    assert cpu["replay_ratio"] == pytest.approx(16 * 16 / 3)
+    assert cpu["replay_ratio"] == pytest.approx(16 * 16 / 4)
 
 
 def test_results_table_names_commands_machine_and_date(bench, tmp_path):

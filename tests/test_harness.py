@@ -173,6 +173,33 @@ def test_markdown_has_the_dreamer_v3_update_table():
     assert "DreamerV1 update" not in text
 
 
+# prints what benchmarks/peer_torchrl_dreamer_v3.py prints, its seconds made from the arguments it was given
+FAKE_PEER_V3 = """
+import sys
+args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+print("warm-up update: 9.000s")
+seconds = int(args["--batch"]) * int(args["--seq"]) / 1000 + (0.5 if args["--obs"] == "pixels" else 0.0)
+print(f"torchrl_dreamer_v3_update_s={seconds:.4f} size={args['--size']} autocast={args['--autocast']}")
+"""
+
+
+def test_the_dreamer_v3_peer_gets_the_same_work_and_its_table_row_the_ratio(tmp_path, monkeypatch):
+    peer = tmp_path / "peer_v3.py"
+    peer.write_text(FAKE_PEER_V3)
+    monkeypatch.setattr(run, "PEER_V3", peer)
+    assert run.peer_update_v3(sys.executable, "pixels", "size1m", 16, 64, "cpu", 3) == pytest.approx(1.524)
+    assert run.peer_update_v3(sys.executable, "state", "size12m", 16, 16, "cuda:0", 3) == pytest.approx(0.256)
+    recorded = json.loads((ROOT / "docs" / "benchmarks" / "harness" / "cpu.json").read_text())["machine"]
+    rows = [
+        dict(obs="pixels", size="size1m", batch=16, seq=16, update_s=0.8, gflop=40.0, torchrl_update_s=2.0),
+        dict(obs="state", size="size1m", batch=16, seq=64, update_s=0.5, gflop=10.0),
+    ]
+    text = run.markdown(dict(machine=recorded, update_v3_peer=rows), "python -m benchmarks.run --sections update_v3_peer")
+    peak = recorded["matmul_gflop_per_s"]
+    assert f"| `size1m` | 16 x 16 | **0.80 s** | 40.0 | {40 / 0.8 / peak:.0%} | 2.00 s | 2.50x |" in text
+    assert "| 24-dim vector | `size1m` | 16 x 64 | **0.50 s** | 10.0 |" in text and "| not run |" in text
+
+
 def test_gpu_check_reports_the_dreamer_v3_update_and_fits_its_eight_minutes():
     assert set(gpu_check.BUDGETS) == set(gpu_check.SECTIONS) and sum(gpu_check.BUDGETS.values()) <= 8 * 60
     row = dict(kind="update_v3", config="size200m, eager, bf16", update_s=0.25, updates_per_s=4.0, gflop=500.0)
