@@ -2,7 +2,8 @@
 How a trained world-model agent's episodes end, and whether its world model saw the end coming: plays episodes
 with a policy saved by ``examples/benchmark.py`` (``<out>/<algo>_<env>_<seed>/policy.zip``) and prints, per
 episode, its length, whether it was terminated or truncated, the last observation (vector observations) and the
-continuation head's prediction on the belief state of that last observation and the steps before it.
+continuation head's prediction on the belief state of that last observation and the steps before it; and whether its
+reward head follows the rewards the env gave (the correlation of the two over every step, and their spreads).
 
 A model that learned when episodes end predicts a continuation near 0 on a terminal observation; one that did not
 predicts there what it predicts everywhere (DreamerV3's continuation includes the discount, so "everywhere" is
@@ -50,12 +51,13 @@ def load_policy(algo: str, path: str, observation_space: gym.Space, device: str 
 
 
 @th.no_grad()
-def continuation_of(policy: BeliefPolicy, state: RecurrentState) -> Optional[float]:
-    """The continuation head's prediction on the belief held in ``state`` (None without a continuation head)."""
+def heads_of(policy: BeliefPolicy, state: RecurrentState) -> tuple[Optional[float], float]:
+    """The continuation head's (None without one) and the reward head's predictions on the belief held in ``state``."""
     world_model = policy.world_model
     features = world_model.rssm.from_belief(state[0], state[1]).features
     continuation = world_model.continuation(features)
-    return None if continuation is None else float(continuation.reshape(-1)[0])
+    reward = float(world_model.reward(features).reshape(-1)[0])
+    return None if continuation is None else float(continuation.reshape(-1)[0]), reward
 
 
 def random_model_action(policy: BeliefPolicy, action_space: gym.Space, rng: np.random.Generator) -> th.Tensor:
@@ -76,29 +78,41 @@ def play_episode(
     the last observation included.
 
     :return: steps, terminated, the observations (the first and the last included), the model actions taken
-        (RSSM vectors) and the continuations predicted on the belief of every observation
+        (RSSM vectors), the continuations and rewards predicted on the belief of every observation, and the rewards
+        the env gave on arriving at each observation (0 for the first)
     """
     observation, _ = env.reset(seed=reset_seed)
     state = policy.initial_state(1)
     episode_start: Optional[th.Tensor] = th.ones(1, device=policy.device)
-    observations, actions, continuations = [observation], [], []
+    observations, actions, continuations, predicted_rewards, rewards = [observation], [], [], [], [0.0]
     steps, terminated, truncated = 0, False, False
     while not (terminated or truncated):
         obs_tensor, _ = policy.obs_to_tensor(observation)
         forced = None if rng is None else random_model_action(policy, env.action_space, rng)
         model_action, state = policy.step(obs_tensor, state, episode_start, deterministic, action=forced)
-        continuations.append(continuation_of(policy, state))
+        continuation, predicted_reward = heads_of(policy, state)
+        continuations.append(continuation)
+        predicted_rewards.append(predicted_reward)
         episode_start = None
-        observation, _, terminated, truncated, _ = env.step(policy.to_env_action(model_action)[0])
+        observation, reward, terminated, truncated, _ = env.step(policy.to_env_action(model_action)[0])
         observations.append(observation)
+        rewards.append(float(reward))
         actions.append(model_action[0].cpu().numpy())
         steps += 1
     # the terminal observation, folded into the belief as training folds it: with the action that led to it
     obs_tensor, _ = policy.obs_to_tensor(observation)
     latent = policy.filter(obs_tensor, state, None, sample=not deterministic)
-    continuations.append(continuation_of(policy, (latent.deterministic, latent.stochastic, state[2])))
+    continuation, predicted_reward = heads_of(policy, (latent.deterministic, latent.stochastic, state[2]))
+    continuations.append(continuation)
+    predicted_rewards.append(predicted_reward)
     return dict(
-        steps=steps, terminated=bool(terminated), observations=observations, actions=actions, continuations=continuations
+        steps=steps,
+        terminated=bool(terminated),
+        observations=observations,
+        actions=actions,
+        continuations=continuations,
+        predicted_rewards=predicted_rewards,
+        rewards=rewards,
     )
 
 
@@ -122,12 +136,15 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     policy = load_policy(args.algo, args.policy, env.observation_space)
     rng = np.random.default_rng(args.reset_seed) if args.random_actions else None
     vector = not is_image_space(env.observation_space) and isinstance(env.observation_space, gym.spaces.Box)
-    lengths, ends, terminal, others = [], [], [], []
+    lengths, ends, terminal, others, true_rewards, predicted_rewards = [], [], [], [], [], []
     for episode in range(args.episodes):
         result = play_episode(policy, env, args.reset_seed + episode, not args.stochastic, rng)
         continuations = result["continuations"]
         lengths.append(result["steps"])
         ends.append(result["terminated"])
+        # the first observation of an episode arrives with no reward
+        true_rewards.extend(result["rewards"][1:])
+        predicted_rewards.extend(result["predicted_rewards"][1:])
         if continuations[-1] is not None:
             (terminal if result["terminated"] else others).append(continuations[-1])
             others.extend(continuations[:-1])
@@ -146,6 +163,14 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         terminated_share=float(np.mean(ends)),
         median_continuation_terminal=float(np.median(terminal)) if terminal else None,
         median_continuation_other=float(np.median(others)) if others else None,
+        reward_std=float(np.std(true_rewards)),
+        predicted_reward_std=float(np.std(predicted_rewards)),
+        # undefined where either side is constant (CartPole's rewards, an untrained head)
+        reward_correlation=(
+            float(np.corrcoef(true_rewards, predicted_rewards)[0, 1])
+            if np.std(true_rewards) > 0 and np.std(predicted_rewards) > 0
+            else None
+        ),
     )
     print(json.dumps(summary))
     return summary

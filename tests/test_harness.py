@@ -340,6 +340,7 @@ def test_episode_ends_reads_the_continuation_on_the_belief_of_every_observation(
         assert np.array_equal(replay.reset(seed=3)[0], observations[0])
         for action, observation in zip(actions, observations[1:]):
             assert np.array_equal(replay.step(int(action.argmax()))[0], observation)
+        assert result["rewards"] == [0.0] + [1.0] * result["steps"]  # CartPole's: 1 on arriving at each observation
         rssm, world_model = policy.world_model.rssm, policy.world_model
         with th.no_grad():
             state, previous = rssm.initial(1), th.zeros(1, 2)
@@ -347,6 +348,7 @@ def test_episode_ends_reads_the_continuation_on_the_belief_of_every_observation(
                 embed = world_model.encoder(th.as_tensor(observation[None]))
                 state, _ = rssm.observe_step(state, previous, embed, th.ones(1) if t == 0 else None, sample=False)
                 assert result["continuations"][t] == pytest.approx(float(world_model.continuation(state.features)))
+                assert result["predicted_rewards"][t] == pytest.approx(float(world_model.reward(state.features)))
                 previous = th.as_tensor(actions[t][None]) if t < len(actions) else None
 
     short = gym.wrappers.TimeLimit(gym.make("CartPole-v1").unwrapped, max_episode_steps=3)
@@ -355,6 +357,18 @@ def test_episode_ends_reads_the_continuation_on_the_belief_of_every_observation(
     assert episode_ends.play_episode(v1.policy, short, 0, True, None)["continuations"] == [None] * 4
     summary = episode_ends.main(["--algo", "dreamer_v3", "--env", "CartPole-v1", "--policy", str(path), "--episodes", "3"])
     assert len(summary["lengths"]) == 3 and summary["terminated_share"] == 1.0
+    # CartPole's rewards are all 1: no correlation to give, and no spread
+    assert summary["reward_correlation"] is None and summary["reward_std"] == 0.0
+    # Pendulum's rewards vary: the correlation is the one of the episode's true and predicted rewards, first step aside
+    pendulum = tiny_model(DreamerV1, "MlpPolicy", gym.make("Pendulum-v1"), seed=0)
+    path = tmp_path / "pendulum.zip"
+    pendulum.policy.save(path)
+    policy = episode_ends.load_policy("dreamer_v1", str(path), pendulum.observation_space)
+    result = episode_ends.play_episode(policy, gym.make("Pendulum-v1"), 100, True, None)
+    expected = np.corrcoef(result["rewards"][1:], result["predicted_rewards"][1:])[0, 1]
+    summary = episode_ends.main(["--algo", "dreamer_v1", "--env", "Pendulum-v1", "--policy", str(path), "--episodes", "1"])
+    assert summary["reward_correlation"] == pytest.approx(expected)
+    assert summary["reward_std"] == pytest.approx(np.std(result["rewards"][1:]))
     assert "episode 2:" in capsys.readouterr().out
 
 
