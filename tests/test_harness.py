@@ -1,8 +1,8 @@
 """
 The benchmark plumbing: the performance harness (benchmarks/run.py) reading the TorchRL peer's output and writing
 its tables, PlaNet's plan diagnostics (benchmarks/planet_diagnostics.py) and the ceiling of its Pendulum planner
-(benchmarks/planner_ceiling.py), how a trained agent's episodes end (benchmarks/episode_ends.py), and the acting
-speed of every agent (benchmarks/acting.py).
+(benchmarks/planner_ceiling.py), how a trained agent's episodes end (benchmarks/episode_ends.py), the acting
+speed of every agent (benchmarks/acting.py), and how fast a world model fits a fixed dataset (benchmarks/model_fit.py).
 """
 
 import json
@@ -16,10 +16,20 @@ import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from benchmarks import acting, break_tests, episode_ends, gpu_check, planet_diagnostics, planner_ceiling, run, update_time
+from benchmarks import (
+    acting,
+    break_tests,
+    episode_ends,
+    gpu_check,
+    model_fit,
+    planet_diagnostics,
+    planner_ceiling,
+    run,
+    update_time,
+)
 from benchmarks.flops import FlopCounter, OpFlopCounter
 from sb3_rssm import PlaNet
-from tests.conftest import tiny_model
+from tests.conftest import TINY, TINY_WORLD_MODEL, tiny_model
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -383,3 +393,97 @@ def test_acting_times_collection_without_updates_for_every_agent(tmp_path):
     assert [row["agent"] for row in rows] == ["raw vec env", "dreamer_v1", "sac"]
     for row in rows[1:]:
         assert all(row[key] > 0 for key in ("learn_warm_up_steps_per_s", "learn_policy_steps_per_s", "predict_steps_per_s"))
+
+
+class BrightnessEnv(gym.Env):
+    """64x64x3 frames of one brightness, which the action moves; the reward is the brightness: frames, motion and
+    rewards for a world model to fit, in 20-step episodes."""
+
+    observation_space = gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.level, self.steps = 128.0, 0
+        return np.full((64, 64, 3), int(self.level), np.uint8), {}
+
+    def step(self, action):
+        self.level, self.steps = float(np.clip(self.level + 60.0 * action[0], 0.0, 255.0)), self.steps + 1
+        return np.full((64, 64, 3), int(self.level), np.uint8), self.level / 255.0, False, self.steps >= 20, {}
+
+
+def test_model_fit_trains_only_the_world_model_and_measures_it_on_heldout_chunks():
+    from sb3_rssm import DreamerV3
+
+    kwargs = dict(
+        policy_kwargs={**TINY_WORLD_MODEL, **TINY[DreamerV3]}, batch_size=2, sequence_length=4, imagination_horizon=3
+    )
+    reference = model_fit.collect("dreamer_v3", model_fit.make_env(BrightnessEnv, 1), kwargs, 50, 1)
+    np.random.seed(0)
+    heldout = reference.replay_buffer.sample(4, sequence_length=10)
+    model = model_fit.collect("dreamer_v3", model_fit.make_env(BrightnessEnv, 0), kwargs, 50, 0)
+    assert model.replay_buffer.size() == 50 and model._n_updates == 0  # random steps only, no update yet
+    policy = model.policy
+    before = {
+        name: [p.detach().clone() for p in module.parameters()]
+        for name, module in dict(world_model=policy.world_model, actor=policy.actor, critic=policy.critic).items()
+    }
+    evaluations = model_fit.fit(model, heldout, updates=5, eval_every=3, context=3)
+    assert [e["updates"] for e in evaluations] == [0, 3, 5]
+    assert "train_model_loss" in evaluations[1] and evaluations[1]["seconds_per_update"] > 0
+    # the world model alone learned
+    changed = {
+        name: not all(th.equal(a, b) for a, b in zip(params, module.parameters()))
+        for (name, params), module in zip(before.items(), (policy.world_model, policy.actor, policy.critic))
+    }
+    assert changed == dict(world_model=True, actor=False, critic=False)
+
+    # the figures, recomputed here (seeded alike, the model draws the same latents)
+    th.manual_seed(5)
+    result = model_fit.evaluate(model, heldout, 3)
+    th.manual_seed(5)
+    world_model = policy.world_model
+    with th.no_grad():
+        _, _, posterior = world_model.loss(heldout)
+        predicted = world_model.reward(posterior.features)
+        features = world_model.open_loop_features(heldout, 3)
+        frames = (world_model.decoder(features)[world_model.decoder.image_keys[0]] + 0.5).clamp(0, 1).numpy()
+    rewards, real, is_first = heldout.rewards.numpy(), heldout.observations.float().numpy() / 255, heldout.is_first.numpy()
+    assert rewards.std() > 0 and result["reward_std"] == pytest.approx(rewards.std(ddof=1), rel=1e-5)
+    assert result["reward_correlation"] == pytest.approx(np.corrcoef(predicted.flatten(), rewards.flatten())[0, 1], rel=1e-5)
+    model_errors, hold_errors, by_step = [], [], {}
+    for b in range(4):
+        for t in range(3, 10):
+            if is_first[b, 3 : t + 1].any():  # the open loop runs on through an episode start: not measured past it
+                break
+            model_errors.append(((frames[b, t] - real[b, t]) ** 2).mean())
+            hold_errors.append(((real[b, 2] - real[b, t]) ** 2).mean())
+            by_step.setdefault(t - 3, []).append(model_errors[-1])
+    assert result["open_loop_mse"] == pytest.approx(np.mean(model_errors), rel=1e-5)
+    assert result["hold_last_frame_mse"] == pytest.approx(np.mean(hold_errors), rel=1e-5) and np.mean(hold_errors) > 0
+    assert result["open_loop_mse_by_step"] == [
+        None if k not in by_step else pytest.approx(np.mean(by_step[k]), abs=1e-5) for k in range(7)
+    ]
+    assert result["image_mse"] == pytest.approx(((frames[:, :3] - real[:, :3]) ** 2).mean(), rel=1e-5)
+
+
+def test_model_fit_runs_a_preset_with_overrides_and_refuses_malformed_ones():
+    # vectors: no image figures; the reward figures and every evaluation in the summary
+    tiny = (
+        "dict(stochastic_size=4, deterministic_size=8, hidden_size=8, mlp_units=8, mlp_layers=1, reward_units=8, "
+        "reward_layers=1, actor_units=8, actor_layers=1, value_units=8, value_layers=1)"
+    )
+    argv = ["--algo", "dreamer_v1", "--env", "Pendulum-v1", "--preset", "default", "--steps", "60", "--heldout-steps", "40"]
+    argv += ["--chunks", "2", "--length", "6", "--context", "2", "--updates", "2", "--eval-every", "2"]
+    summary = model_fit.main([*argv, "--params", "batch_size=2", "sequence_length=4", "--policy-kwargs", tiny])
+    assert [e["updates"] for e in summary["evaluations"]] == [0, 2]
+    last = summary["evaluations"][-1]
+    assert -1.0 <= last["reward_correlation"] <= 1.0 and "image_mse" not in last and last["reward_std"] > 0
+    kwargs = model_fit.settings("dreamer_v1", "Pendulum-v1", "default", ["batch_size=2"], "dict(free_bits=2.0)")
+    # merged into the preset's policy_kwargs, not in their place
+    assert kwargs["batch_size"] == 2 and kwargs["policy_kwargs"]["free_bits"] == 2.0
+    assert kwargs["policy_kwargs"]["deterministic_size"] == 128
+    with pytest.raises(ValueError, match="key=value"):
+        model_fit.settings("dreamer_v1", "Pendulum-v1", "default", ["batch_size"], None)
+    with pytest.raises(SystemExit):
+        model_fit.main([*argv[:-4], "--context", "6"])

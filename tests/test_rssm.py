@@ -258,6 +258,47 @@ def test_categorical_rssm_samples_one_hot_with_straight_through_gradient_and_uni
     assert rssm.posterior_head[-1].weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("gru_layers", [0, 1, 2])
+def test_categorical_rssm_block_gru_equals_the_block_layers_on_embeddings_copied_into_every_group(gru_layers):
+    # The reference's block GRU (danijar/dreamerv3 rssm.py), written out: each group's part of h_{t-1} beside a copy
+    # of the three embeddings, through the block-diagonal layers. A faster form of the step (e.g. the embeddings'
+    # share of the first block layer as one dense product) must give the same values and gradients, up to the order
+    # of the float sums.
+    th.manual_seed(0)
+    rssm = CategoricalRSSM(E, A, 3, 4, deterministic_size=12, hidden_size=5, blocks=3, gru_layers=gru_layers)
+    with th.no_grad():
+        for parameter in rssm.parameters():  # biases and norm scales too: every term shows
+            parameter.normal_()
+    h = th.randn(B, 12, requires_grad=True)
+    s = th.nn.functional.one_hot(th.randint(0, 4, (B, 3)), 4).flatten(1).float()
+    state = CategoricalRSSMState(h, s, th.zeros(B, 3, 4))
+    action = th.rand(B, A) * 2 - 1
+    weights = th.randn(B, 12)
+
+    def written_out():
+        inputs = th.cat([rssm.deterministic_input(h), rssm.stochastic_input(s), rssm.action_input(action)], -1)
+        x = th.cat([h.reshape(B, 3, 4), inputs.unsqueeze(1).expand(B, 3, 15)], -1).reshape(B, -1)
+        gates = rssm.gru_gates(rssm.gru_hidden(x)).reshape(B, 3, 3, -1)
+        reset, candidate, update = (gates[:, :, i].reshape(B, -1) for i in range(3))
+        update = th.sigmoid(update - 1.0)
+        return update * th.tanh(th.sigmoid(reset) * candidate) + (1.0 - update) * h
+
+    results = []
+    for step in (written_out, lambda: rssm.deterministic_step(state, action)):
+        rssm.zero_grad()
+        h.grad = None
+        out = step()
+        (out * weights).sum().backward()
+        results.append((out.detach(), h.grad.clone(), [p.grad.clone() for p in rssm.parameters() if p.grad is not None]))
+    (expected, expected_h, expected_params), (actual, actual_h, actual_params) = results
+    th.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+    th.testing.assert_close(actual_h, expected_h, rtol=1e-5, atol=1e-5)
+    stepped = [name for name, _ in rssm.named_parameters() if not name.startswith(("prior_head", "posterior_head"))]
+    assert len(actual_params) == len(expected_params) == len(stepped)  # every parameter of the step had a gradient
+    for a, b in zip(actual_params, expected_params):
+        th.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_categorical_rssm_initial_state_actions_and_blocks():
     rssm = make_rssm("categorical")
     state = rssm.initial(B)

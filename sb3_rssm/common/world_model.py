@@ -55,12 +55,12 @@ class WorldModelBase(nn.Module):
         raise NotImplementedError
 
     @th.no_grad()
-    def open_loop_prediction(self, batch: SequenceSamples, context: int = 5) -> dict[str, th.Tensor]:
+    def open_loop_features(self, batch: SequenceSamples, context: int = 5) -> th.Tensor:
         """
-        Reconstruct the first ``context`` steps from the posterior, then predict the rest open-loop with the
-        prior and the real actions (Dreamer's video prediction). Episode starts after the context are ignored.
+        The model states of a (batch, time) chunk: posteriors of the first ``context`` steps, then the prior rolled
+        open-loop with the real actions (sampled latents). Episode starts after the context are ignored.
 
-        :return: per image key, predictions in [0, 1] of shape (batch, time, C, H, W)
+        :return: features (batch, time, feature_size)
         """
         embeds = self.encoder(batch.observations)
         context = min(context, embeds.shape[1])
@@ -71,7 +71,17 @@ class WorldModelBase(nn.Module):
             last = type(posterior)(*(x[:, -1] for x in posterior))
             imagined, _ = self.rssm.imagine(last, batch.actions[:, context:])
             features.append(imagined.features)
-        decoded = self.decoder(th.cat(features, dim=1))
+        return th.cat(features, dim=1)
+
+    @th.no_grad()
+    def open_loop_prediction(self, batch: SequenceSamples, context: int = 5) -> dict[str, th.Tensor]:
+        """
+        Reconstruct the first ``context`` steps from the posterior, then predict the rest open-loop with the
+        prior and the real actions (Dreamer's video prediction, from :meth:`open_loop_features`).
+
+        :return: per image key, predictions in [0, 1] of shape (batch, time, C, H, W)
+        """
+        decoded = self.decoder(self.open_loop_features(batch, context))
         return {key: (decoded[key] + 0.5).clamp(0.0, 1.0) for key in self.decoder.image_keys}
 
     @th.no_grad()
