@@ -109,8 +109,7 @@ def evaluate(model: WorldModelAlgorithm, batch: SequenceSamples, context: int) -
     )
     keys = world_model.decoder.image_keys
     if keys:
-        decoded = world_model.decoder(features)[keys[0]]
-        predicted_images = (decoded.float() + 0.5).clamp(0.0, 1.0)
+        predicted_images = world_model.images(features)[keys[0]]
         real = image_batch(batch, keys[0])
         error = (predicted_images - real).square().mean(dim=(2, 3, 4))
         hold = (real[:, context - 1 : context] - real[:, context:]).square().mean(dim=(2, 3, 4))

@@ -81,8 +81,12 @@ class WorldModelBase(nn.Module):
 
         :return: per image key, predictions in [0, 1] of shape (batch, time, C, H, W)
         """
-        decoded = self.decoder(self.open_loop_features(batch, context))
-        return {key: (decoded[key] + 0.5).clamp(0.0, 1.0) for key in self.decoder.image_keys}
+        return self.images(self.open_loop_features(batch, context))
+
+    def images(self, features: th.Tensor) -> dict[str, th.Tensor]:
+        """Per image key, the decoder's images of ``features`` (..., feature_size) in [0, 1], (..., C, H, W)."""
+        decoded = self.decoder(features)
+        return {key: (decoded[key].float() + 0.5).clamp(0.0, 1.0) for key in self.decoder.image_keys}
 
     @th.no_grad()
     def open_loop_strips(self, batch: SequenceSamples, n_sequences: int = 4, context: int = 5) -> dict[str, th.Tensor]:
